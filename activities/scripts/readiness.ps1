@@ -1,0 +1,59 @@
+# arc-hotpatch: readiness
+# Read-only Hotpatch readiness facts. Prints one compact JSON line (Run Command keeps only the last 4 KB).
+param(
+    [string]$RequestId = ''
+)
+$ErrorActionPreference = 'Stop'
+
+function Get-RegValue([string]$Path, [string]$Name) {
+    $item = Get-ItemProperty -Path $Path -Name $Name -ErrorAction SilentlyContinue
+    if ($null -eq $item) { return $null }
+    return $item.$Name
+}
+
+$cv = 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion'
+$build = [int](Get-RegValue $cv 'CurrentBuild')
+$ubr = [int](Get-RegValue $cv 'UBR')
+
+$vbsStatus = $null
+try {
+    $dg = Get-CimInstance -Namespace 'root/Microsoft/Windows/DeviceGuard' -ClassName 'Win32_DeviceGuard'
+    $vbsStatus = [int]$dg.VirtualizationBasedSecurityStatus
+} catch { $vbsStatus = $null }
+
+$firmware = if ($env:firmware_type) { [string]$env:firmware_type } else { 'Unknown' }
+$secureBoot = $null
+try { $secureBoot = [bool](Confirm-SecureBootUEFI) } catch { $secureBoot = $false }
+
+$overrides = 'HKLM:\SYSTEM\CurrentControlSet\Policies\Microsoft\FeatureManagement\Overrides'
+$override = Get-RegValue $overrides '4264695439'
+$mutex = Get-RegValue "$cv\Subscriptions" 'DeviceLicensingServiceCommandMutex'
+$vbsConfigured = Get-RegValue 'HKLM:\System\CurrentControlSet\Control\DeviceGuard' 'EnableVirtualizationBasedSecurity'
+
+$himds = Get-Service -Name 'himds' -ErrorAction SilentlyContinue
+$himdsState = if ($himds) { [string]$himds.Status } else { 'Missing' }
+$os = Get-CimInstance -ClassName 'Win32_OperatingSystem'
+$lastBoot = $os.LastBootUpTime.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')
+
+$relevantKbs = @('KB5066835', 'KB5070893', 'KB5070881')
+$hotfixes = @(Get-HotFix | Where-Object { $relevantKbs -contains $_.HotFixID } | ForEach-Object { $_.HotFixID })
+
+[ordered]@{
+    v                  = 1
+    script             = 'readiness'
+    request_id         = $RequestId
+    build              = $build
+    ubr                = $ubr
+    edition_id         = [string](Get-RegValue $cv 'EditionID')
+    product_name       = [string](Get-RegValue $cv 'ProductName')
+    installation_type  = [string](Get-RegValue $cv 'InstallationType')
+    vbs_status         = $vbsStatus
+    vbs_configured     = $vbsConfigured
+    firmware           = $firmware
+    secure_boot        = $secureBoot
+    licensing_override = $override
+    license_mutex      = ($null -ne $mutex)
+    himds              = $himdsState
+    last_boot          = $lastBoot
+    hotfixes           = $hotfixes
+} | ConvertTo-Json -Compress

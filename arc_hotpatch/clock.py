@@ -1,0 +1,172 @@
+"""Clocks shared by the fleet twin, the local durable host and the SDK transport.
+
+Production code never reads a clock directly: activities use ``current_clock()``
+(the system clock in Azure), the SDK transport sleeps on it (LRO polling, 429
+retries), and orchestrators use ``context.current_utc_datetime`` only.
+
+- ``SystemClock``: wall time (production, ``plan``).
+- ``ScaledClock``: simulated time running ``speed`` times faster than wall time
+  (``serve`` and ``twin``, so a person can watch a rollout).
+- ``VirtualClock``: simulated time that only moves when the driver (the local
+  durable host in ``simulate`` and in tests) calls ``advance_to``; a thread that
+  sleeps on it is parked until the clock reaches its deadline. The driver jumps
+  to the next wake-up when nothing is runnable, so hours cost nothing and a run
+  is reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+DEFAULT_START = datetime(2026, 1, 5, 8, 0, 0, tzinfo=UTC)
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """Current time, timezone-aware UTC."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Block the calling thread for ``seconds`` of this clock's time."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class ScaledClock:
+    """Simulated time = start + wall time elapsed x speed."""
+
+    def __init__(self, speed: float = 60.0, start: datetime = DEFAULT_START) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self.speed = speed
+        self._start = start
+        self._wall0 = time.monotonic()
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=(time.monotonic() - self._wall0) * self.speed)
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds / self.speed)
+
+
+class VirtualClock:
+    """Discrete-event clock: time moves only through ``advance_to``.
+
+    ``busy`` counts work units that can make progress without time moving
+    (a running activity, an orchestrator episode). A thread in ``sleep`` is
+    not busy. The driver waits for ``idle()`` and then jumps to
+    ``min(next_wakeup(), its own next timer)``.
+    """
+
+    def __init__(self, start: datetime = DEFAULT_START) -> None:
+        self._now = start
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._sleepers: list[tuple[datetime, int]] = []  # heap of (deadline, seq)
+        self._seq = itertools.count()
+        self._local = threading.local()  # per-thread depth of ``running``
+
+    def now(self) -> datetime:
+        with self._cond:
+            return self._now
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Mark the enclosed work as runnable: the clock will not jump meanwhile."""
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        if depth == 0:
+            with self._cond:
+                self._busy += 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if depth == 0:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
+
+    def sleep(self, seconds: float) -> None:
+        with self._cond:
+            deadline = self._now + timedelta(seconds=max(seconds, 0.0))
+            if deadline <= self._now:
+                return
+            entry = (deadline, next(self._seq))
+            heapq.heappush(self._sleepers, entry)
+            counted = getattr(self._local, "depth", 0) > 0
+            if counted:  # a sleeping thread is not runnable
+                self._busy -= 1
+            self._cond.notify_all()
+            try:
+                while self._now < deadline:
+                    self._cond.wait()
+            finally:
+                if counted:
+                    self._busy += 1
+                with contextlib.suppress(ValueError):
+                    self._sleepers.remove(entry)
+                    heapq.heapify(self._sleepers)
+
+    def idle(self) -> bool:
+        with self._cond:
+            return self._busy <= 0
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is runnable (or ``timeout`` real seconds pass)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._busy <= 0, timeout)
+
+    def notify(self) -> None:
+        """Wake ``wait_idle`` / ``wait_change`` callers (new work was queued)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_change(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait(timeout)
+
+    def next_wakeup(self) -> datetime | None:
+        with self._cond:
+            pending = [d for d, _ in self._sleepers if d > self._now]
+            return min(pending) if pending else None
+
+    def advance_to(self, when: datetime) -> None:
+        with self._cond:
+            if when > self._now:
+                self._now = when
+            self._cond.notify_all()
+
+    def advance(self, seconds: float) -> None:
+        self.advance_to(self.now() + timedelta(seconds=seconds))
+
+
+_current: Clock = SystemClock()
+
+
+def current_clock() -> Clock:
+    """The clock production code must use (the system clock unless a host installed another)."""
+    return _current
+
+
+def install_clock(clock: Clock) -> Clock:
+    """Install ``clock`` process-wide; returns the previous one so callers can restore it."""
+    global _current
+    previous, _current = _current, clock
+    return previous

@@ -1,0 +1,375 @@
+"""Policy settings (SPEC §4): one table drives app settings, CLI flags and HTTP overrides.
+
+Every setting has a field name (HTTP body key, snake case), an app setting
+(environment variable, ``HOTPATCH_`` + upper case) and a CLI flag (kebab case).
+Values are validated here, once; an invalid one raises ``SettingError`` naming
+the setting and the accepted values, so nothing starts half-configured.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+from urllib.parse import urlparse
+
+from .vocabulary import RebootPolicy, WorkaroundMode
+
+ENV_PREFIX = "HOTPATCH_"
+
+CLOUD_ARM_ENDPOINTS = {
+    "AzureCloud": "https://management.azure.com",
+    "AzureUSGovernment": "https://management.usgovcloudapi.net",
+    "AzureChinaCloud": "https://management.chinacloudapi.cn",
+}
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 60}
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WINDOW = re.compile(r"^\s*([A-Za-z,\-]+)\s+(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+class SettingError(ValueError):
+    """An invalid setting; ``str()`` is one line naming the setting and what is accepted."""
+
+    def __init__(self, setting: str, value: Any, accepted: str) -> None:
+        self.setting, self.value, self.accepted = setting, value, accepted
+        super().__init__(f"invalid setting {setting}={value!r}: expected {accepted}")
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    """Weekly window in UTC: days (0 = Monday) and [start, end) minutes of the day."""
+
+    days: tuple[int, ...]
+    start_minute: int
+    end_minute: int
+
+    def __str__(self) -> str:
+        days = ",".join(_DAYS[d].capitalize() for d in self.days)
+        return (
+            f"{days} {self.start_minute // 60:02d}:{self.start_minute % 60:02d}-"
+            f"{self.end_minute // 60:02d}:{self.end_minute % 60:02d}"
+        )
+
+
+@dataclass(frozen=True)
+class Wave:
+    """A cumulative rollout ring: up to ``count`` machines, or ``percent`` of the fleet."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def __str__(self) -> str:
+        return f"{self.count}" if self.count is not None else f"{self.percent:g}%"
+
+    def cumulative_size(self, fleet: int) -> int:
+        if self.count is not None:
+            return min(self.count, fleet)
+        import math
+
+        return min(fleet, max(1, math.ceil(fleet * (self.percent or 0) / 100)))
+
+
+# --- value parsers: (raw) -> value, raising ValueError with the accepted values ----------
+
+
+def _bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("true or false")
+
+
+def _enum(enum_type: type) -> Callable[[Any], str]:
+    accepted = " | ".join(m.value for m in enum_type)
+
+    def parse(raw: Any) -> str:
+        text = str(raw).strip().lower()
+        try:
+            return enum_type(text).value
+        except ValueError:
+            raise ValueError(f"one of {accepted}") from None
+
+    parse.accepted = f"one of {accepted}"  # type: ignore[attr-defined]
+    return parse
+
+
+def _positive_int(raw: Any) -> int:
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ValueError("a whole number >= 1") from None
+    if value < 1 or isinstance(raw, bool):
+        raise ValueError("a whole number >= 1")
+    return value
+
+
+def parse_duration(raw: Any) -> float:
+    """``90s``, ``30m``, ``2h``, ``1d``; a bare number means minutes. Returns seconds."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        raw = str(raw)
+    match = _DURATION.match(str(raw))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError("a positive duration such as 90s, 30m, 2h or 1d (a bare number is minutes)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+
+
+def _fraction(raw: Any) -> float:
+    text = str(raw).strip()
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError("a fraction from 0 to 1 or a percentage such as 20%") from None
+    if not 0 <= value <= 1:
+        raise ValueError("a fraction from 0 to 1 or a percentage such as 20%")
+    return value
+
+
+def parse_waves(raw: Any) -> tuple[Wave, ...]:
+    """Comma list of cumulative ring sizes, counts or percentages: ``1,10%,100%``."""
+    items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
+    waves: list[Wave] = []
+    problem = "comma-separated cumulative wave sizes, counts or percentages such as 1,10%,100%"
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            raise ValueError(problem)
+        try:
+            if text.endswith("%"):
+                percent = float(text[:-1])
+                if not 0 < percent <= 100:
+                    raise ValueError
+                waves.append(Wave(percent=percent))
+            else:
+                count = int(text)
+                if count < 1:
+                    raise ValueError
+                waves.append(Wave(count=count))
+        except ValueError:
+            raise ValueError(problem) from None
+    if not waves:
+        raise ValueError(problem)
+    return tuple(waves)
+
+
+def parse_window(raw: Any) -> MaintenanceWindow:
+    """``Sat,Sun 02:00-06:00`` (UTC); days may be a range ``Mon-Fri``; end may pass midnight."""
+    problem = "days and UTC hours such as 'Sat,Sun 02:00-06:00' or 'Mon-Fri 22:00-02:00'"
+    match = _WINDOW.match(str(raw))
+    if not match:
+        raise ValueError(problem)
+    days: list[int] = []
+    for part in match.group(1).lower().split(","):
+        bounds = part.split("-")
+        if any(b[:3] not in _DAYS for b in bounds) or len(bounds) > 2:
+            raise ValueError(problem)
+        first, last = _DAYS.index(bounds[0][:3]), _DAYS.index(bounds[-1][:3])
+        span = range(first, last + 1) if first <= last else [*range(first, 7), *range(0, last + 1)]
+        days.extend(d for d in span if d not in days)
+    sh, sm, eh, em = (int(match.group(i)) for i in range(2, 6))
+    if sh > 23 or eh > 24 or sm > 59 or em > 59 or (sh * 60 + sm) == (eh * 60 + em):
+        raise ValueError(problem)
+    return MaintenanceWindow(tuple(sorted(days)), sh * 60 + sm, eh * 60 + em)
+
+
+def parse_subscription_id(raw: Any) -> str:
+    try:
+        return str(uuid.UUID(str(raw).strip()))
+    except ValueError:
+        raise ValueError("a subscription id (GUID such as 00000000-0000-0000-0000-000000000000)") from None
+
+
+def _subscriptions(raw: Any) -> tuple[str, ...]:
+    items = raw if isinstance(raw, (list, tuple)) else [s for s in str(raw).split(",") if s.strip()]
+    try:
+        return tuple(parse_subscription_id(s) for s in items)
+    except ValueError:
+        raise ValueError("a comma-separated list of subscription ids (GUIDs), or empty for all") from None
+
+
+def _url(raw: Any) -> str:
+    text = str(raw).strip()
+    if not text:
+        return ""
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("an http(s) URL, or empty")
+    return text
+
+
+def _arm_endpoint(raw: Any) -> str:
+    text = _url(raw)
+    if not text:
+        raise ValueError("an http(s) URL such as https://management.azure.com")
+    return text.rstrip("/")
+
+
+def _cloud(raw: Any) -> str:
+    text = str(raw).strip()
+    for name in CLOUD_ARM_ENDPOINTS:
+        if name.lower() == text.lower():
+            return name
+    raise ValueError("one of " + " | ".join(CLOUD_ARM_ENDPOINTS))
+
+
+def _text(raw: Any) -> str:
+    text = str(raw).strip()
+    if not text:
+        raise ValueError("a non-empty text")
+    return text
+
+
+def _optional_text(raw: Any) -> str:
+    return str(raw).strip()
+
+
+_RG = re.compile(r"^[-\w._()]{1,90}$")
+
+
+def _resource_group(raw: Any) -> str:
+    text = str(raw).strip()
+    if text and (not _RG.match(text) or text.endswith(".")):
+        raise ValueError("a resource group name (1-90 letters, digits, - _ . ( )), or empty")
+    return text
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Validated policy. Durations are seconds. Defaults are the safe ones."""
+
+    reboot_policy: str = RebootPolicy.APPROVAL.value
+    workaround_mode: str = WorkaroundMode.PROACTIVE.value
+    dry_run: bool = False
+    exclude_tag: str = "hotpatch"
+    concurrency: int = 20
+    waves: tuple[Wave, ...] = (Wave(count=1), Wave(percent=10.0), Wave(percent=100.0))
+    guardrail: float = 0.2
+    enable_timeout: float = 30 * 60
+    reboot_timeout: float = 30 * 60
+    approval_timeout: float = 24 * 3600
+    enable_poll_interval: float = 2 * 60
+    reboot_poll_interval: float = 60
+    run_command_timeout: float = 10 * 60
+    run_command_attempts: int = 3
+    maintenance_window: MaintenanceWindow = field(default_factory=lambda: parse_window("Sun 02:00-06:00"))
+    escalation_webhook: str = ""
+    schedule: str = "0 0 3 * * Sun"
+    subscriptions: tuple[str, ...] = ()
+    resource_group: str = ""
+    cloud: str = "AzureCloud"
+    arm_endpoint: str = ""
+    baselines_file: str = ""
+
+    @property
+    def resolved_arm_endpoint(self) -> str:
+        return self.arm_endpoint or CLOUD_ARM_ENDPOINTS[self.cloud]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe form, the orchestrations' input (round-trips through ``from_json``)."""
+        data = asdict(self)
+        data["waves"] = ",".join(str(w) for w in self.waves)
+        data["maintenance_window"] = str(self.maintenance_window)
+        data["subscriptions"] = list(self.subscriptions)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Policy:
+        return apply_overrides(cls(), data, source="json")
+
+    def with_overrides(self, overrides: Mapping[str, Any], source: str = "body") -> Policy:
+        return apply_overrides(self, overrides, source=source)
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    field: str
+    parse: Callable[[Any], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.field.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("reboot_policy", _enum(RebootPolicy), "when a machine may be rebooted"),
+    SettingSpec("workaround_mode", _enum(WorkaroundMode), "October 2025 licensing workaround"),
+    SettingSpec("dry_run", _bool, "check and plan only; change nothing"),
+    SettingSpec("exclude_tag", _text, "tag name whose value 'exclude' skips a machine"),
+    SettingSpec("concurrency", _positive_int, "machines worked on at once per subscription"),
+    SettingSpec("waves", parse_waves, "cumulative rollout rings, canary first"),
+    SettingSpec("guardrail", _fraction, "share of escalated machines in a wave that halts the rollout"),
+    SettingSpec("enable_timeout", parse_duration, "how long enablement may stay Enabling"),
+    SettingSpec("reboot_timeout", parse_duration, "how long a rebooting machine may take to come back"),
+    SettingSpec("approval_timeout", parse_duration, "how long to wait for a reboot approval"),
+    SettingSpec("enable_poll_interval", parse_duration, "enablement status poll interval"),
+    SettingSpec("reboot_poll_interval", parse_duration, "reboot status poll interval"),
+    SettingSpec("run_command_timeout", parse_duration, "how long one Run Command may run"),
+    SettingSpec("run_command_attempts", _positive_int, "attempts for a failing Run Command"),
+    SettingSpec("maintenance_window", parse_window, "weekly reboot window (UTC) for reboot policy 'window'"),
+    SettingSpec("escalation_webhook", _url, "URL that receives a JSON POST per escalation"),
+    SettingSpec("schedule", _text, "NCRONTAB schedule of the whole-fleet rollout"),
+    SettingSpec("subscriptions", _subscriptions, "subscriptions to roll out to (empty: all readable)"),
+    SettingSpec("resource_group", _resource_group, "limit discovery to one resource group"),
+    SettingSpec("cloud", _cloud, "Azure cloud"),
+    SettingSpec("arm_endpoint", _arm_endpoint, "ARM endpoint (overrides the cloud's)"),
+    SettingSpec("baselines_file", _optional_text, "extra JSON file of Hotpatch baselines"),
+)
+SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
+
+
+def accepted_values(spec: SettingSpec) -> str:
+    """The accepted-values text of a setting (from its parser's own error message)."""
+    accepted = getattr(spec.parse, "accepted", None)
+    if accepted:
+        return accepted
+    try:
+        spec.parse(object())
+    except ValueError as exc:
+        return str(exc)
+    return "a valid value"
+
+
+def _parse_one(spec: SettingSpec, raw: Any, name: str) -> Any:
+    try:
+        return spec.parse(raw)
+    except ValueError as exc:
+        raise SettingError(name, raw, str(exc)) from None
+
+
+def apply_overrides(base: Policy, overrides: Mapping[str, Any], source: str = "body") -> Policy:
+    """Validate ``overrides`` (field names) on top of ``base``; unknown fields are errors."""
+    changes: dict[str, Any] = {}
+    for key, raw in overrides.items():
+        spec = SETTINGS_BY_FIELD.get(key)
+        if spec is None:
+            known = ", ".join(s.field for s in SETTINGS)
+            raise SettingError(key, raw, f"a known setting ({known})")
+        changes[key] = _parse_one(spec, raw, key)
+    return replace(base, **changes)
+
+
+def load_policy(environ: Mapping[str, str]) -> Policy:
+    """Policy from app settings (``HOTPATCH_*``); an empty or absent setting keeps the default."""
+    changes: dict[str, Any] = {}
+    for spec in SETTINGS:
+        raw = environ.get(spec.env)
+        if raw is None or (raw.strip() == "" and spec.field not in ("escalation_webhook", "subscriptions")):
+            continue
+        changes[spec.field] = _parse_one(spec, raw, spec.env)
+    return replace(Policy(), **changes)
+
+
+def policy_field_names() -> list[str]:
+    return [f.name for f in fields(Policy)]

@@ -1,0 +1,72 @@
+"""The product's names (SPEC §2): final states, reasons, actions. They are interfaces."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class FinalState(StrEnum):
+    HOTPATCH_ENABLED = "hotpatch_enabled"
+    NATIVE_AZURE_EDITION = "native_azure_edition"
+    INELIGIBLE = "ineligible"
+    EXCLUDED = "excluded"
+    SKIPPED_DISCONNECTED = "skipped_disconnected"
+    ESCALATED = "escalated"
+    PLANNED = "planned"
+    HALTED = "halted"
+
+
+class Reason(StrEnum):
+    TAGGED_EXCLUDE = "tagged_exclude"
+    UNSUPPORTED_OS = "unsupported_os"
+    PREVIEW_BUILD = "preview_build"
+    UNSUPPORTED_EDITION = "unsupported_edition"
+    HOTPATCH_BUILT_IN = "hotpatch_built_in"
+    BUILD_TOO_OLD = "build_too_old"
+    VBS_HARDWARE = "vbs_hardware"
+    REBOOT_TIMEOUT = "reboot_timeout"
+    VSM_NOT_RUNNING = "vsm_not_running"
+    ENABLE_FAILED = "enable_failed"
+    ENABLE_STUCK = "enable_stuck"
+    RUN_COMMAND_FAILED = "run_command_failed"
+    APPROVAL_TIMEOUT = "approval_timeout"
+    REBOOT_REQUIRED = "reboot_required"
+    ALREADY_ENABLED = "already_enabled"
+    ENABLED = "enabled"
+    DRY_RUN = "dry_run"
+    GUARDRAIL = "guardrail"
+
+
+def disconnected_reason(status: str) -> str:
+    """Check 7's reason: ``agent_<status lowercased>`` (e.g. ``agent_disconnected``)."""
+    return f"agent_{(status or 'unknown').strip().lower()}"
+
+
+class Action(StrEnum):
+    ENABLE_VSM = "enable_vsm"
+    LICENSING_WORKAROUND = "licensing_workaround"
+    REBOOT = "reboot"
+    ENABLE_HOTPATCH = "enable_hotpatch"
+
+
+class RebootPolicy(StrEnum):
+    AUTO = "auto"
+    APPROVAL = "approval"
+    WINDOW = "window"
+    NEVER = "never"
+
+
+class WorkaroundMode(StrEnum):
+    PROACTIVE = "proactive"
+    REACTIVE = "reactive"
+    OFF = "off"
+
+
+class BaselineFlag(StrEnum):
+    ON = "on"
+    OFF = "off"
+    UNKNOWN = "unknown"
+
+
+# The event a reboot approval raises on a machine orchestration.
+REBOOT_APPROVED_EVENT = "RebootApproved"
