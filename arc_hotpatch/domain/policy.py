@@ -205,10 +205,10 @@ def _url(raw: Any) -> str:
 
 
 def _arm_endpoint(raw: Any) -> str:
-    text = _url(raw)
-    if not text:
-        raise ValueError("an http(s) URL such as https://management.azure.com")
-    return text.rstrip("/")
+    try:
+        return _url(raw).rstrip("/")
+    except ValueError:
+        raise ValueError("an http(s) URL such as https://management.azure.com, or empty for the cloud's") from None
 
 
 def _cloud(raw: Any) -> str:
@@ -219,15 +219,37 @@ def _cloud(raw: Any) -> str:
     raise ValueError("one of " + " | ".join(CLOUD_ARM_ENDPOINTS))
 
 
-def _text(raw: Any) -> str:
+_TAG_NAME_FORBIDDEN = set('<>%&\\?/')
+
+
+def _tag_name(raw: Any) -> str:
     text = str(raw).strip()
-    if not text:
-        raise ValueError("a non-empty text")
+    if not text or len(text) > 512 or _TAG_NAME_FORBIDDEN & set(text):
+        raise ValueError("a non-empty Azure tag name (no < > % & \\ ? /)")
     return text
 
 
-def _optional_text(raw: Any) -> str:
-    return str(raw).strip()
+def _ncrontab(raw: Any) -> str:
+    """Six NCRONTAB fields (second minute hour day month weekday), as the timer trigger wants."""
+    text = " ".join(str(raw).split())
+    fields_ = text.split(" ")
+    allowed = re.compile(r"^[\w*/,\-]+$")
+    if len(fields_) != 6 or not all(allowed.match(f) for f in fields_):
+        raise ValueError("a non-empty six-field NCRONTAB expression such as '0 0 3 * * Sun'")
+    return text
+
+
+def _baselines_file(raw: Any) -> str:
+    """An extra baselines JSON file, checked now so a typo fails at start, not mid-rollout."""
+    text = str(raw).strip()
+    if text:
+        from .baselines import BaselineDataError, load_baselines
+
+        try:
+            load_baselines(text)
+        except BaselineDataError as exc:
+            raise ValueError(f"a readable baselines JSON file, or empty ({exc})") from None
+    return text
 
 
 _RG = re.compile(r"^[-\w._()]{1,90}$")
@@ -277,6 +299,9 @@ class Policy:
         data["waves"] = ",".join(str(w) for w in self.waves)
         data["maintenance_window"] = str(self.maintenance_window)
         data["subscriptions"] = list(self.subscriptions)
+        for spec in SETTINGS:
+            if spec.parse is parse_duration:  # seconds, explicit (a bare number would mean minutes)
+                data[spec.field] = f"{data[spec.field]:g}s"
         return data
 
     @classmethod
@@ -306,7 +331,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("reboot_policy", _enum(RebootPolicy), "when a machine may be rebooted"),
     SettingSpec("workaround_mode", _enum(WorkaroundMode), "October 2025 licensing workaround"),
     SettingSpec("dry_run", _bool, "check and plan only; change nothing"),
-    SettingSpec("exclude_tag", _text, "tag name whose value 'exclude' skips a machine"),
+    SettingSpec("exclude_tag", _tag_name, "tag name whose value 'exclude' skips a machine"),
     SettingSpec("concurrency", _positive_int, "machines worked on at once per subscription"),
     SettingSpec("waves", parse_waves, "cumulative rollout rings, canary first"),
     SettingSpec("guardrail", _fraction, "share of escalated machines in a wave that halts the rollout"),
@@ -319,12 +344,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("run_command_attempts", _positive_int, "attempts for a failing Run Command"),
     SettingSpec("maintenance_window", parse_window, "weekly reboot window (UTC) for reboot policy 'window'"),
     SettingSpec("escalation_webhook", _url, "URL that receives a JSON POST per escalation"),
-    SettingSpec("schedule", _text, "NCRONTAB schedule of the whole-fleet rollout"),
+    SettingSpec("schedule", _ncrontab, "NCRONTAB schedule of the whole-fleet rollout"),
     SettingSpec("subscriptions", _subscriptions, "subscriptions to roll out to (empty: all readable)"),
     SettingSpec("resource_group", _resource_group, "limit discovery to one resource group"),
     SettingSpec("cloud", _cloud, "Azure cloud"),
     SettingSpec("arm_endpoint", _arm_endpoint, "ARM endpoint (overrides the cloud's)"),
-    SettingSpec("baselines_file", _optional_text, "extra JSON file of Hotpatch baselines"),
+    SettingSpec("baselines_file", _baselines_file, "extra JSON file of Hotpatch baselines"),
 )
 SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
 

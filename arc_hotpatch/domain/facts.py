@@ -1,0 +1,173 @@
+"""Machine facts from the ARM resource (SPEC §2), parsed from the SDK's JSON form.
+
+Activities return ``machine.as_dict()``-style JSON (camelCase as ARM sends it);
+everything here is pure, so orchestrators can use it during replay.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .vocabulary import disconnected_reason  # noqa: F401  (re-exported for callers)
+
+HOTPATCH_BUILD = 26100
+MIN_HOTPATCH_REVISION = 1742  # seed: "build 26100.1742 or later"
+LICENSING_BUG_REVISION = 6899  # seed: KB5066835 (26100.6899) or later is affected
+
+SUPPORTED_EDITIONS = ("standard", "datacenter", "datacenter: azure edition")
+AZURE_EDITION = "datacenter: azure edition"
+
+_VERSION = re.compile(r"^\s*(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?\s*$")
+_SKU = re.compile(r"^\s*windows\s+server\s+(?:\d{4}\s+)?(.*?)\s*$", re.IGNORECASE)
+
+
+class MachinePayloadError(ValueError):
+    """An ARM machine payload without what the workflow needs; names the field."""
+
+
+@dataclass(frozen=True)
+class OsVersion:
+    major: int
+    minor: int
+    build: int
+    revision: int
+
+    def __str__(self) -> str:
+        return f"{self.major}.{self.minor}.{self.build}.{self.revision}"
+
+
+def parse_os_version(text: str | None) -> OsVersion | None:
+    """``10.0.26100.6899`` → build 26100, revision 6899 (integers). None if not parseable."""
+    match = _VERSION.match(text or "")
+    if not match:
+        return None
+    major, minor, build, revision = (int(g) if g is not None else 0 for g in match.groups())
+    return OsVersion(major, minor, build, revision)
+
+
+def parse_edition(os_sku: str | None) -> str | None:
+    """``Windows Server 2025 Datacenter: Azure Edition`` → ``datacenter: azure edition``.
+
+    None when the SKU is not Windows Server at all.
+    """
+    match = _SKU.match(os_sku or "")
+    if not match:
+        return None
+    edition = " ".join(match.group(1).lower().replace(":", ": ").split())
+    if edition == "datacenter azure edition":  # some agents omit the colon
+        edition = AZURE_EDITION
+    return edition
+
+
+@dataclass(frozen=True)
+class MachineFacts:
+    id: str
+    name: str
+    subscription_id: str
+    resource_group: str
+    status: str
+    os_type: str
+    os_sku: str
+    os_version_text: str
+    tags: dict[str, str] = field(default_factory=dict)
+    location: str = ""
+    hotpatch_feature_status: str | None = None  # licenseProfile Hotpatch feature subscriptionStatus
+    hotpatch_enablement_status: str | None = None  # patchSettings.status.hotpatchEnablementStatus
+
+    @property
+    def os_version(self) -> OsVersion | None:
+        return parse_os_version(self.os_version_text)
+
+    @property
+    def edition(self) -> str | None:
+        return parse_edition(self.os_sku)
+
+    @property
+    def is_windows_server(self) -> bool:
+        return self.os_type.lower() in ("windows", "") and self.edition is not None
+
+    @property
+    def hotpatch_enabled(self) -> bool:
+        return (self.hotpatch_feature_status or "").lower() == "enabled"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "name": self.name, "subscription_id": self.subscription_id,
+            "resource_group": self.resource_group, "status": self.status, "os_type": self.os_type,
+            "os_sku": self.os_sku, "os_version": self.os_version_text, "tags": dict(self.tags),
+            "location": self.location, "hotpatch_feature_status": self.hotpatch_feature_status,
+            "hotpatch_enablement_status": self.hotpatch_enablement_status,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MachineFacts:
+        return cls(
+            id=data["id"], name=data["name"], subscription_id=data["subscription_id"],
+            resource_group=data["resource_group"], status=data["status"], os_type=data["os_type"],
+            os_sku=data["os_sku"], os_version_text=data["os_version"], tags=dict(data.get("tags") or {}),
+            location=data.get("location", ""), hotpatch_feature_status=data.get("hotpatch_feature_status"),
+            hotpatch_enablement_status=data.get("hotpatch_enablement_status"),
+        )
+
+
+_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    r"Microsoft\.HybridCompute/machines/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
+
+
+def parse_machine_id(resource_id: str) -> tuple[str, str, str]:
+    """(subscription id, resource group, machine name) of an Arc machine resource id."""
+    match = _ID.match(resource_id or "")
+    if not match:
+        raise MachinePayloadError(
+            f"not an Arc machine resource id: {resource_id!r} (expected /subscriptions/<id>/resourceGroups/"
+            "<rg>/providers/Microsoft.HybridCompute/machines/<name>)"
+        )
+    return match.group("sub").lower(), match.group("rg"), match.group("name")
+
+
+def hotpatch_feature_status(license_profile: dict[str, Any] | None) -> str | None:
+    """The Hotpatch feature's read-back ``subscriptionStatus`` from a license profile's properties."""
+    features = ((license_profile or {}).get("productProfile") or {}).get("productFeatures") or []
+    for feature in features:
+        if str(feature.get("name", "")).lower() == "hotpatch":
+            return feature.get("subscriptionStatus")
+    return None
+
+
+def facts_from_arm(machine: dict[str, Any]) -> MachineFacts:
+    """MachineFacts from a machine GET (``$expand=instanceView``) body, as ARM/the SDK's as_dict send it."""
+    if not isinstance(machine, dict):
+        raise MachinePayloadError(f"machine payload must be a JSON object, got {type(machine).__name__}")
+    resource_id = machine.get("id")
+    if not resource_id:
+        raise MachinePayloadError("machine payload has no 'id'")
+    subscription_id, resource_group, name = parse_machine_id(resource_id)
+    props = machine.get("properties")
+    if not isinstance(props, dict):
+        raise MachinePayloadError(f"machine {resource_id}: payload has no 'properties' object")
+    os_profile = props.get("osProfile") or {}
+    patch_status = (
+        ((os_profile.get("windowsConfiguration") or {}).get("patchSettings") or {}).get("status") or {}
+    )
+    tags = machine.get("tags") or {}
+    if not isinstance(tags, dict):
+        raise MachinePayloadError(f"machine {resource_id}: 'tags' must be an object")
+    return MachineFacts(
+        id=resource_id,
+        name=machine.get("name") or name,
+        subscription_id=subscription_id,
+        resource_group=resource_group,
+        status=str(props.get("status") or "Unknown"),
+        os_type=str(props.get("osType") or ""),
+        os_sku=str(props.get("osSku") or props.get("osName") or ""),
+        os_version_text=str(props.get("osVersion") or ""),
+        tags={str(k): str(v) for k, v in tags.items()},
+        location=str(machine.get("location") or ""),
+        hotpatch_feature_status=hotpatch_feature_status(props.get("licenseProfile")),
+        hotpatch_enablement_status=patch_status.get("hotpatchEnablementStatus"),
+    )

@@ -1,0 +1,50 @@
+"""The readiness parser accepts only a complete result of the readiness script."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from arc_hotpatch.domain.readiness import ScriptOutputError, parse_action_output, parse_readiness
+
+GOOD = {
+    "v": 1, "script": "readiness", "request_id": "r1", "build": 26100, "ubr": 6899, "edition_id": "ServerDatacenter",
+    "product_name": "Windows Server 2025 Datacenter", "installation_type": "Server Core", "vbs_status": 0,
+    "vbs_configured": None, "firmware": "UEFI", "secure_boot": True, "licensing_override": None,
+    "license_mutex": True, "himds": "Running", "last_boot": "2026-01-05T08:00:00Z", "hotfixes": ["KB5066835"],
+}
+
+
+def test_good_output_with_noise_before_the_last_line() -> None:
+    readiness = parse_readiness("WARNING: something\r\n" + json.dumps(GOOD, separators=(",", ":")) + "\r\n")
+    assert readiness.ubr == 6899 and not readiness.vsm_running and readiness.uefi_secure_boot
+    assert readiness.hotfixes == ("KB5066835",)
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("", "no output"),
+        (None, "no output"),
+        (json.dumps(GOOD)[:-20], "not JSON"),
+        ("[1,2]", "not an object"),
+        (json.dumps({**GOOD, "script": "reboot"}), "belongs to script 'reboot'"),
+        (json.dumps({**GOOD, "v": 2}), "unsupported output version"),
+        (json.dumps({k: v for k, v in GOOD.items() if k != "ubr"}), "lacks 'ubr'"),
+        (json.dumps({**GOOD, "build": "26100"}), "'build' must be int"),
+        (json.dumps({**GOOD, "secure_boot": "yes"}), "'secure_boot' must be bool"),
+        (json.dumps({**GOOD, "vbs_status": True}), "'vbs_status' must be int"),
+        (json.dumps({**GOOD, "hotfixes": [1]}), "list of KB ids"),
+    ],
+)
+def test_malformed_or_partial_output_is_rejected(output: str | None, message: str) -> None:
+    with pytest.raises(ScriptOutputError, match=message):
+        parse_readiness(output)
+
+
+def test_action_output() -> None:
+    out = '{"v":1,"script":"reboot","request_id":"x","reboot_in_s":60,"requested_at":"2026-01-05T08:00:00Z"}'
+    assert parse_action_output(out, "reboot")["reboot_in_s"] == 60
+    with pytest.raises(ScriptOutputError, match="lacks 'requested_at'"):
+        parse_action_output('{"v":1,"script":"reboot","reboot_in_s":60}', "reboot")
