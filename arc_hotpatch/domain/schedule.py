@@ -1,0 +1,46 @@
+"""Pure time and naming helpers the orchestrators use (deterministic: no clock reads)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime, timedelta
+
+from .policy import MaintenanceWindow
+
+_UNSAFE = re.compile(r"[^a-z0-9-]+")
+
+
+def next_window_start(window: MaintenanceWindow, now: datetime) -> datetime:
+    """``now`` if it falls inside the weekly window, else the next time the window opens."""
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    length = (window.end_minute - window.start_minute) % (24 * 60)
+    # A window may start the day before (when it passes midnight), so look one day back.
+    for offset in range(-1, 8):
+        day = day_start + timedelta(days=offset)
+        if day.weekday() not in window.days:
+            continue
+        opens = day + timedelta(minutes=window.start_minute)
+        closes = opens + timedelta(minutes=length)
+        if opens <= now < closes:
+            return now
+        if opens > now:
+            return opens
+    raise AssertionError("a weekly window with at least one day always opens within 8 days")
+
+
+def machine_instance_id(machine_id: str) -> str:
+    """The per-machine singleton's orchestration instance id: stable for a machine whatever starts it.
+
+    Readable (the machine name) and unique (a hash of the full, case-folded resource id);
+    only characters instance ids allow.
+    """
+    resource_id = machine_id.strip().lower()
+    digest = hashlib.sha256(resource_id.encode()).hexdigest()[:16]
+    name = _UNSAFE.sub("-", resource_id.rsplit("/", 1)[-1]).strip("-")[:40] or "machine"
+    return f"hotpatch-{name}-{digest}"
+
+
+def parse_utc(text: str) -> datetime:
+    """``2026-01-05T08:00:00Z`` (or with an offset) as an aware datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

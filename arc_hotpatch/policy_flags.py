@@ -1,0 +1,70 @@
+"""The CLI mirror of the policy settings: ``--reboot-policy auto`` etc., generated from ``SETTINGS``.
+
+One table (arc_hotpatch.domain.policy.SETTINGS) defines every setting, so the
+app settings, the HTTP overrides and these flags can never drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .domain.policy import SETTINGS, Policy, SettingError, apply_overrides
+
+_BY_FLAG = {spec.flag: spec for spec in SETTINGS}
+_BOOLEAN = {"dry_run"}
+
+
+def parse_policy_flags(args: Sequence[str]) -> dict[str, Any]:
+    """``["--reboot-policy", "auto", "--dry-run"]`` → ``{"reboot_policy": "auto", "dry_run": True}``.
+
+    Raises SettingError naming an unknown flag, or a flag without its value.
+    """
+    overrides: dict[str, Any] = {}
+    items = list(args)
+    index = 0
+    while index < len(items):
+        item = items[index]
+        flag, _, inline = item.partition("=")
+        if flag.startswith("--no-") and "--" + flag[5:] in _BY_FLAG and _BY_FLAG["--" + flag[5:]].field in _BOOLEAN:
+            overrides[_BY_FLAG["--" + flag[5:]].field] = False
+            index += 1
+            continue
+        spec = _BY_FLAG.get(flag)
+        if spec is None:
+            raise SettingError(item, "", "a known flag (" + ", ".join(sorted(_BY_FLAG)) + ")")
+        if spec.field in _BOOLEAN and not inline:
+            overrides[spec.field] = True
+            index += 1
+            continue
+        if inline or "=" in item:
+            value = inline
+            index += 1
+        else:
+            if index + 1 >= len(items):
+                raise SettingError(flag, "", "a value after the flag")
+            value = items[index + 1]
+            index += 2
+        overrides[spec.field] = value
+    return overrides
+
+
+def policy_from_flags(base: Policy, args: Sequence[str]) -> Policy:
+    """Apply CLI policy flags on ``base``; errors name the flag (``--reboot-policy``), not the field."""
+    overrides = parse_policy_flags(args)
+    try:
+        return apply_overrides(base, overrides, source="flags")
+    except SettingError as exc:
+        spec = next((s for s in SETTINGS if s.field == exc.setting), None)
+        if spec is None:
+            raise
+        raise SettingError(spec.flag, exc.value, exc.accepted) from None
+
+
+def policy_flags_help() -> str:
+    """The flags' help, for the commands' epilog."""
+    lines = ["Policy flags (same names as the HOTPATCH_* app settings):"]
+    for spec in SETTINGS:
+        value = "" if spec.field in _BOOLEAN else " VALUE"
+        lines.append(f"  {spec.flag}{value}: {spec.help}")
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""The two traps of license profile writes: PAYG billing and lost features / ESU."""
+
+from __future__ import annotations
+
+from arc_hotpatch.domain.licensing import merged_hotpatch_update, new_hotpatch_profile
+
+CURRENT = {
+    "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.HybridCompute/machines/m/licenseProfiles/default",
+    "location": "westeurope",
+    "properties": {
+        "esuProfile": {"assignedLicense": "/subscriptions/s/.../licenses/esu1", "esuEligibility": "Eligible"},
+        "softwareAssurance": {"softwareAssuranceCustomer": True},
+        "productProfile": {
+            "subscriptionStatus": "Disabled",
+            "productType": "WindowsServer",
+            "productFeatures": [
+                {"name": "WindowsServerAzureArcMgmt", "subscriptionStatus": "Enabled"},
+                {"name": "Hotpatch", "subscriptionStatus": "Disabled"},
+                {"name": "SomethingNew", "subscriptionStatus": "Unknown"},
+            ],
+        },
+    },
+}
+
+
+def test_patch_keeps_every_other_feature_and_never_sets_top_level_status() -> None:
+    body = merged_hotpatch_update(CURRENT)
+    product = body["properties"]["productProfile"]
+    assert "subscriptionStatus" not in product
+    assert product["productType"] == "WindowsServer"
+    assert product["productFeatures"] == [
+        {"name": "WindowsServerAzureArcMgmt", "subscriptionStatus": "Enable"},
+        {"name": "Hotpatch", "subscriptionStatus": "Enable"},
+        {"name": "SomethingNew"},
+    ]
+    # PATCH: the ESU profile and software assurance are not sent, so ARM keeps them untouched.
+    assert set(body["properties"]) == {"productProfile"}
+
+
+def test_patch_adds_hotpatch_when_missing() -> None:
+    body = merged_hotpatch_update({"properties": {"esuProfile": {"assignedLicense": "x"}}})
+    features = body["properties"]["productProfile"]["productFeatures"]
+    assert features == [{"name": "Hotpatch", "subscriptionStatus": "Enable"}]
+
+
+def test_new_profile() -> None:
+    body = new_hotpatch_profile("westeurope")
+    assert body["location"] == "westeurope"
+    assert "subscriptionStatus" not in body["properties"]["productProfile"]
