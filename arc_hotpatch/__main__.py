@@ -1,0 +1,3 @@
+from arc_hotpatch.cli import main
+
+main()

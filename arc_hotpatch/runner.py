@@ -1,0 +1,150 @@
+"""Running a rollout locally: ``simulate`` (twin + virtual clock) and ``plan`` (real Azure, dry run).
+
+The production code runs unchanged: ``function_app.app``'s orchestrations and
+activities on the local durable host, the real ``azure-mgmt-hybridcompute``
+clients over HTTP, and the report read through a real ``DurableOrchestrationClient``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from .clock import Clock, SystemClock, VirtualClock
+from .domain.policy import Policy
+from .durable_host import DurableHost
+from .twin import FleetTwin
+from .twin.fleet import Fleet
+
+LOCAL_ROLLOUT_ID = "rollout-local"
+SIMULATION_TOKEN = "simulation-token"
+ProgressCallback = Callable[[int, int], None]
+
+
+@contextlib.contextmanager
+def twin_environment(base_url: str) -> Iterator[None]:
+    """Point the app's ARM calls at the twin for the duration (the activities read these settings)."""
+    saved = {k: os.environ.get(k) for k in ("HOTPATCH_ARM_ENDPOINT", "HOTPATCH_ARM_TOKEN")}
+    os.environ["HOTPATCH_ARM_ENDPOINT"] = base_url
+    os.environ["HOTPATCH_ARM_TOKEN"] = SIMULATION_TOKEN
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def simulation_policy(policy: Policy, twin: FleetTwin) -> Policy:
+    return replace(policy, arm_endpoint=twin.base_url or "", subscriptions=tuple(twin.subscription_ids))
+
+
+def execute_rollout(
+    clock: Clock,
+    policy: Policy,
+    *,
+    expected_machines: int,
+    progress: ProgressCallback | None = None,
+    timeout_real_s: float = 1800.0,
+    activity_workers: int = 16,
+    rollout_id: str = LOCAL_ROLLOUT_ID,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run ``rollout_orchestrator`` on the local durable host; returns (report, host metrics)."""
+    import function_app  # the real app object
+    from orchestrators.clients import rollout_report
+
+    with DurableHost(function_app.app, clock, activity_workers=activity_workers) as host:
+        instance_id = host.start_new("rollout_orchestrator", rollout_id, {"policy": policy.to_json()})
+        stop_progress = _progress_thread(host, expected_machines, progress)
+        try:
+            final = host.run_until_complete([instance_id], timeout_real_s=timeout_real_s)[instance_id]
+        finally:
+            stop_progress()
+        if final["runtimeStatus"] != "Completed":
+            raise RuntimeError(f"the rollout orchestration ended {final['runtimeStatus']}: {final.get('output')}")
+        report = asyncio.run(rollout_report(host.durable_client(), instance_id))
+        if report is None:
+            raise RuntimeError("the rollout report could not be read")
+        return report, host.metrics()
+
+
+def run_simulation(
+    fleet: Fleet,
+    policy: Policy,
+    *,
+    faults: str | None = None,
+    progress: ProgressCallback | None = None,
+    timeout_real_s: float = 1800.0,
+) -> dict[str, Any]:
+    """Roll ``policy`` out over the twin's ``fleet`` on a virtual clock; the report with metrics."""
+    clock = VirtualClock()
+    wall_start = time.perf_counter()
+    virtual_start = clock.now()
+    twin = FleetTwin(fleet, clock, faults)
+    base_url = twin.start()
+    try:
+        with twin_environment(base_url):
+            report, host_metrics = execute_rollout(
+                clock, simulation_policy(policy, twin), expected_machines=len(fleet.machines), progress=progress,
+                timeout_real_s=timeout_real_s,
+            )
+    finally:
+        twin.stop()
+    twin_metrics = twin.metrics()
+    report["metrics"] = {
+        "virtual_makespan_s": round((clock.now() - virtual_start).total_seconds(), 1),
+        "wall_s": round(time.perf_counter() - wall_start, 3),
+        "arm_requests": twin_metrics["arm_requests"],
+        "arm_requests_by_operation": twin_metrics["arm_requests_by_operation"],
+        "throttled_responses": twin_metrics["throttled_responses"],
+        "orchestrations": host_metrics["orchestrations"],
+        "max_history_events": host_metrics["max_history_events"],
+        "episodes": host_metrics["episodes"],
+        "history_events_replayed": host_metrics["history_events_replayed"],
+        "activity_calls": host_metrics["activity_calls_total"],
+        "injected_faults": twin_metrics.get("injected_faults", {}),
+    }
+    return report
+
+
+def run_plan(policy: Policy, *, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """A dry run of the rollout against the ARM endpoint of ``policy`` (real Azure by default)."""
+    report, _ = execute_rollout(SystemClock(), replace(policy, dry_run=True), expected_machines=0, progress=progress,
+                                timeout_real_s=6 * 3600)
+    return report
+
+
+def _progress_thread(host: DurableHost, total: int, progress: ProgressCallback | None) -> Callable[[], None]:
+    """Report finished machine orchestrations to ``progress`` every 0.2 s of real time."""
+    if progress is None:
+        return lambda: None
+    stop = threading.Event()
+
+    def count() -> int:
+        return sum(
+            1
+            for status in host.list_instances(instance_id_prefix="hotpatch-", show_input=False)
+            if status["runtimeStatus"] in ("Completed", "Failed", "Terminated")
+        )
+
+    def loop() -> None:
+        while not stop.wait(0.2):
+            progress(count(), total)
+
+    thread = threading.Thread(target=loop, name="simulation-progress", daemon=True)
+    thread.start()
+
+    def finish() -> None:
+        stop.set()
+        thread.join(timeout=2)
+        progress(count(), total)
+
+    return finish
