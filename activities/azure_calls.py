@@ -35,6 +35,11 @@ SCRIPTS_DIR = Path(__file__).parent / "scripts"
 SCRIPT_NAMES = ("readiness", "enable_vsm", "licensing_workaround", "reboot")
 TERMINAL_RUN_STATES = {"Succeeded", "Failed", "TimedOut", "Canceled"}
 RUN_POLL_SECONDS = 15.0
+# Polling a long-running write reads its status under the provider's locations (as the built-in roles grant).
+LRO_STATUS_ACTIONS = (
+    "Microsoft.HybridCompute/locations/operationstatus/read",
+    "Microsoft.HybridCompute/locations/operationresults/read",
+)
 TOKEN_ENV = "HOTPATCH_ARM_TOKEN"  # development only: a static bearer token for the fleet twin
 
 
@@ -138,6 +143,7 @@ def get_machine(payload: dict[str, Any]) -> dict[str, Any]:
     "Microsoft.HybridCompute/machines/runCommands/write",
     "Microsoft.HybridCompute/machines/runCommands/read",
     "Microsoft.HybridCompute/machines/runCommands/delete",
+    *LRO_STATUS_ACTIONS,
 )
 def run_script(payload: dict[str, Any]) -> dict[str, Any]:
     """Run one of our scripts through Arc Run Command and wait for its result.
@@ -232,6 +238,7 @@ def _delete_run(runs: Any, resource_group: str, machine: str, run_name: str) -> 
 @requires_arm_actions(
     "Microsoft.HybridCompute/machines/licenseProfiles/read",
     "Microsoft.HybridCompute/machines/licenseProfiles/write",
+    *LRO_STATUS_ACTIONS,
 )
 def enable_hotpatch(payload: dict[str, Any]) -> dict[str, Any]:
     """GET the license profile, merge only the Hotpatch feature, write it back.

@@ -1,0 +1,101 @@
+"""Input validation of the client functions: rollout requests, Event Grid events, approvals."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import azure.functions as func
+import pytest
+
+from arc_hotpatch.domain.policy import Policy, SettingError
+from orchestrators.clients import machine_from_event, parse_rollout_request
+from orchestrators.machine import approval_payload
+
+SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
+SPEC_EXAMPLES = Path(__file__).parents[3] / "shared/azure-rest-api-specs/specification/eventgrid/data-plane"
+MACHINE_ID = f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.HybridCompute/machines/web-1"
+
+
+def event(event_type: str = "Microsoft.Resources.ResourceWriteSuccess", data: object = None,
+          subject: str = MACHINE_ID) -> func.EventGridEvent:
+    if data is None:
+        data = {"operationName": "Microsoft.HybridCompute/machines/write", "resourceUri": subject,
+                "subscriptionId": SUB, "status": "Succeeded"}
+    return func.EventGridEvent(id="e1", data=data, topic=f"/subscriptions/{SUB}", subject=subject,
+                               event_type=event_type, event_time=datetime(2026, 1, 5, tzinfo=UTC),
+                               data_version="2")
+
+
+def test_machine_write_event_names_the_machine() -> None:
+    assert machine_from_event(event()) == MACHINE_ID
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        event(event_type="Microsoft.Resources.ResourceDeleteSuccess"),
+        event(data={"operationName": "Microsoft.HybridCompute/machines/licenseProfiles/write",
+                    "resourceUri": MACHINE_ID + "/licenseProfiles/default"}),
+        event(data={"operationName": "Microsoft.HybridCompute/machines/runCommands/write"}),
+        event(data={"operationName": "Microsoft.Compute/virtualMachines/write",
+                    "resourceUri": "/subscriptions/x/resourceGroups/r/providers/Microsoft.Compute/virtualMachines/v"}),
+        event(data="not an object"),
+        event(data={"operationName": "Microsoft.HybridCompute/machines/write", "resourceUri": "garbage"},
+              subject="garbage"),
+    ],
+)
+def test_other_events_are_ignored_with_a_log_line(bad: func.EventGridEvent, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    assert machine_from_event(bad) is None
+    assert sum("event_ignored" in r.message for r in caplog.records) == 1
+
+
+def test_the_spec_example_event_shape_is_understood() -> None:
+    example = json.loads(
+        (SPEC_EXAMPLES / "Microsoft.Resources/stable/2018-01-01/examples/event-grid-schema/resource_write_success.json")
+        .read_text()
+    )
+    raw = example[0] if isinstance(example, list) else example
+    data = dict(raw["data"], operationName="Microsoft.HybridCompute/machines/write", resourceUri=MACHINE_ID)
+    ev = event(data=data, subject=MACHINE_ID)
+    assert machine_from_event(ev) == MACHINE_ID
+
+
+def test_rollout_request_defaults_and_overrides() -> None:
+    policy = parse_rollout_request(SUB.upper(), b"", Policy())
+    assert policy.subscriptions == (SUB,)
+    policy = parse_rollout_request(SUB, b'{"dry_run": true, "reboot_policy": "never", "waves": "1,100%"}', Policy())
+    assert policy.dry_run and policy.reboot_policy == "never" and len(policy.waves) == 2
+
+
+@pytest.mark.parametrize(
+    ("subscription", "body", "message"),
+    [
+        ("not-a-guid", b"", "invalid subscriptionId 'not-a-guid'"),
+        (SUB, b"{", "not valid JSON"),
+        (SUB, b"[1]", "must be a JSON object"),
+        (SUB, b'{"reboot_policy": "yolo"}', "reboot_policy='yolo'"),
+        (SUB, b'{"rebootPolicy": "auto"}', "rebootPolicy"),
+        (SUB, b'{"subscriptions": ["x"]}', "subscriptions cannot be set"),
+    ],
+)
+def test_bad_rollout_requests_name_the_problem(subscription: str, body: bytes, message: str) -> None:
+    with pytest.raises((ValueError, SettingError), match=message.replace("(", r"\(")):
+        parse_rollout_request(subscription, body, Policy())
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"approved": True, "by": "alice"}, {"approved": True, "by": "alice"}),
+        ('{"approved": false}', {"approved": False}),
+        (json.dumps(json.dumps({"by": "bob"})), {"by": "bob"}),  # the client's double encoding
+        (None, {}),
+        ("", {}),
+        ("alice", {"by": "alice"}),
+    ],
+)
+def test_approval_payload_accepts_object_or_json_string(raw: object, expected: dict) -> None:
+    assert approval_payload(raw) == expected
