@@ -1,0 +1,196 @@
+"""Durable Task Framework history events, as the Durable extension hands them to out-of-process SDKs.
+
+Events are plain dicts with DTFx's PascalCase field names and an integer ``EventType``
+(``azure.durable_functions.models.history.HistoryEventType``). Only fields the
+extension really serializes are produced, so a history recorded by the local host
+can be fed unchanged to the SDK's ``Orchestrator`` handle.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any
+
+from dateutil.parser import isoparse
+
+# The SDK formats and parses timestamps with this layout (constants.DATETIME_STRING_FORMAT).
+DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+HistoryEvent = dict[str, Any]
+
+
+class EventType(IntEnum):
+    """DurableTask.Core.History.EventType (same numbering as the SDK's HistoryEventType)."""
+
+    EXECUTION_STARTED = 0
+    EXECUTION_COMPLETED = 1
+    EXECUTION_FAILED = 2
+    EXECUTION_TERMINATED = 3
+    TASK_SCHEDULED = 4
+    TASK_COMPLETED = 5
+    TASK_FAILED = 6
+    SUB_ORCHESTRATION_INSTANCE_CREATED = 7
+    SUB_ORCHESTRATION_INSTANCE_COMPLETED = 8
+    SUB_ORCHESTRATION_INSTANCE_FAILED = 9
+    TIMER_CREATED = 10
+    TIMER_FIRED = 11
+    ORCHESTRATOR_STARTED = 12
+    ORCHESTRATOR_COMPLETED = 13
+    EVENT_SENT = 14
+    EVENT_RAISED = 15
+    CONTINUE_AS_NEW = 16
+    GENERIC_EVENT = 17
+    HISTORY_STATE = 18
+    EXECUTION_SUSPENDED = 19
+    EXECUTION_RESUMED = 20
+
+
+# Events that schedule work and carry the task's sequence number in EventId.
+SCHEDULING_EVENT_TYPES = frozenset(
+    {EventType.TASK_SCHEDULED, EventType.TIMER_CREATED, EventType.SUB_ORCHESTRATION_INSTANCE_CREATED}
+)
+
+
+def format_time(moment: datetime) -> str:
+    """Timestamp in the SDK's wire format (UTC, microseconds, trailing Z)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime(DATETIME_FORMAT)
+
+
+def parse_time(text: str) -> datetime:
+    """Parse a wire timestamp (or any ISO 8601 form) to an aware UTC datetime."""
+    moment = isoparse(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def status_time(moment: datetime) -> str:
+    """Timestamp as the management API prints it (``DateTime.ToString("s") + "Z"``)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _event(event_type: EventType, timestamp: datetime, event_id: int = -1, **fields: Any) -> HistoryEvent:
+    event: HistoryEvent = {
+        "EventType": int(event_type),
+        "EventId": event_id,
+        "IsPlayed": False,
+        "Timestamp": format_time(timestamp),
+    }
+    event.update(fields)
+    return event
+
+
+def orchestrator_started(timestamp: datetime) -> HistoryEvent:
+    return _event(EventType.ORCHESTRATOR_STARTED, timestamp)
+
+
+def orchestrator_completed(timestamp: datetime) -> HistoryEvent:
+    return _event(EventType.ORCHESTRATOR_COMPLETED, timestamp)
+
+
+def execution_started(
+    timestamp: datetime,
+    *,
+    name: str,
+    instance_id: str,
+    execution_id: str,
+    input_text: str | None,
+    parent: dict[str, Any] | None = None,
+) -> HistoryEvent:
+    # SDK 1.7.0 reads ExecutionStarted.Version (context.version), so it must be present.
+    return _event(
+        EventType.EXECUTION_STARTED,
+        timestamp,
+        OrchestrationInstance={"InstanceId": instance_id, "ExecutionId": execution_id},
+        ParentInstance=parent,
+        Name=name,
+        Version="",
+        Input=input_text,
+        Tags=None,
+    )
+
+
+def task_scheduled(timestamp: datetime, task_id: int, name: str, input_text: str | None) -> HistoryEvent:
+    return _event(EventType.TASK_SCHEDULED, timestamp, task_id, Name=name, Version="", Input=input_text)
+
+
+def task_completed(timestamp: datetime, task_id: int, result_text: str | None) -> HistoryEvent:
+    return _event(EventType.TASK_COMPLETED, timestamp, TaskScheduledId=task_id, Result=result_text)
+
+
+def task_failed(timestamp: datetime, task_id: int, reason: str, details: str) -> HistoryEvent:
+    return _event(EventType.TASK_FAILED, timestamp, TaskScheduledId=task_id, Reason=reason, Details=details)
+
+
+def timer_created(timestamp: datetime, task_id: int, fire_at: str) -> HistoryEvent:
+    return _event(EventType.TIMER_CREATED, timestamp, task_id, FireAt=fire_at)
+
+
+def timer_fired(timestamp: datetime, timer_id: int, fire_at: str) -> HistoryEvent:
+    return _event(EventType.TIMER_FIRED, timestamp, TimerId=timer_id, FireAt=fire_at)
+
+
+def sub_orchestration_created(
+    timestamp: datetime, task_id: int, name: str, instance_id: str, input_text: str | None
+) -> HistoryEvent:
+    return _event(
+        EventType.SUB_ORCHESTRATION_INSTANCE_CREATED,
+        timestamp,
+        task_id,
+        Name=name,
+        Version="",
+        InstanceId=instance_id,
+        Input=input_text,
+    )
+
+
+def sub_orchestration_completed(timestamp: datetime, task_id: int, result_text: str | None) -> HistoryEvent:
+    return _event(
+        EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED, timestamp, TaskScheduledId=task_id, Result=result_text
+    )
+
+
+def sub_orchestration_failed(timestamp: datetime, task_id: int, reason: str, details: str) -> HistoryEvent:
+    return _event(
+        EventType.SUB_ORCHESTRATION_INSTANCE_FAILED,
+        timestamp,
+        TaskScheduledId=task_id,
+        Reason=reason,
+        Details=details,
+    )
+
+
+def event_raised(timestamp: datetime, name: str, input_text: str | None) -> HistoryEvent:
+    return _event(EventType.EVENT_RAISED, timestamp, Name=name, Input=input_text)
+
+
+def execution_terminated(timestamp: datetime, reason: str | None) -> HistoryEvent:
+    return _event(EventType.EXECUTION_TERMINATED, timestamp, Input=reason)
+
+
+def execution_completed(
+    timestamp: datetime, event_id: int, status: str, result_text: str | None, details: str | None = None
+) -> HistoryEvent:
+    fields: dict[str, Any] = {"OrchestrationStatus": status, "Result": result_text}
+    if details is not None:
+        fields["Details"] = details
+    return _event(EventType.EXECUTION_COMPLETED, timestamp, event_id, **fields)
+
+
+def continue_as_new(timestamp: datetime, event_id: int, new_input_text: str | None) -> HistoryEvent:
+    return _event(
+        EventType.CONTINUE_AS_NEW, timestamp, event_id, OrchestrationStatus="ContinuedAsNew", Result=new_input_text
+    )
+
+
+def event_type_name(event: HistoryEvent) -> str:
+    """PascalCase name of an event's type, e.g. ``TaskScheduled``."""
+    return "".join(part.capitalize() for part in EventType(event["EventType"]).name.split("_"))
+
+
+def dumps_event(event: HistoryEvent) -> str:
+    return json.dumps(event, separators=(",", ":"))
