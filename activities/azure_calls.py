@@ -17,9 +17,9 @@ from typing import Any
 
 import azure.durable_functions as df
 import requests
-from arc_hotpatch.azure_clients import ArmConnection, hybrid_compute_client, subscription_client
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
+from arc_hotpatch.azure_clients import ArmConnection, hybrid_compute_client, subscription_client
 from arc_hotpatch.clock import current_clock
 from arc_hotpatch.domain.facts import facts_from_arm, hotpatch_feature_status, parse_machine_id
 from arc_hotpatch.domain.licensing import merged_hotpatch_update, new_hotpatch_profile
@@ -168,7 +168,7 @@ def run_script(payload: dict[str, Any]) -> dict[str, Any]:
             "source": {"script": text},
             # Data only as parameters: the script text never has values formatted into it.
             "parameters": [{"name": k, "value": str(v)} for k, v in sorted((payload.get("parameters") or {}).items())],
-            "asyncExecution": False,
+            "asyncExecution": True,  # the PUT returns once started; we follow the instance view
             "timeoutInSeconds": int(timeout_s),
         },
     }

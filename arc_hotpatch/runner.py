@@ -7,7 +7,6 @@ clients over HTTP, and the report read through a real ``DurableOrchestrationClie
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import threading
@@ -15,6 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
+
+import azure.durable_functions as df
 
 from .clock import Clock, SystemClock, VirtualClock
 from .domain.policy import Policy
@@ -70,7 +71,8 @@ def execute_rollout(
             stop_progress()
         if final["runtimeStatus"] != "Completed":
             raise RuntimeError(f"the rollout orchestration ended {final['runtimeStatus']}: {final.get('output')}")
-        report = asyncio.run(rollout_report(host.durable_client(), instance_id))
+        client = df.DurableOrchestrationClient(host.client_binding_json())
+        report = host.run_client_coroutine(rollout_report(client, instance_id))
         if report is None:
             raise RuntimeError("the rollout report could not be read")
         return report, host.metrics()

@@ -16,7 +16,6 @@ ready work is ordered by instance id and task id so a run is reproducible. With 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import heapq
 import inspect
@@ -486,6 +485,15 @@ class DurableHost:
     def deliver_event_grid(self, name: str, events: list[dict[str, Any]]) -> list[Any]:
         """Invoke Event Grid trigger function ``name`` once per event (Event Grid schema dicts)."""
         return self.http.deliver_event_grid(name, events)
+
+    def run_client_coroutine(self, coroutine: Any, timeout: float | None = 120.0) -> Any:
+        """Run durable-client code (e.g. ``DurableOrchestrationClient`` calls) on the loop client functions use.
+
+        The SDK keeps one process-wide aiohttp session bound to that loop, as the worker does.
+        """
+        from .http_server import client_loop
+
+        return client_loop().run(coroutine, timeout)
 
     def client_binding_json(self, task_hub: str | None = None) -> str:
         """The durableClient binding JSON a client function receives (rpcBaseUrl points at this host)."""
@@ -1091,7 +1099,11 @@ class DurableHost:
             bindings = self.http._client_bindings(info) if info.durable_clients else None
             result = info.user_function(**build_kwargs(info, value, bindings))
             if inspect.isawaitable(result):
-                result = asyncio.run(_await(result))
+                # As in the Python worker, async functions share one event loop (the SDK's aiohttp
+                # session is process-wide and bound to the loop that created it).
+                from .http_server import client_loop
+
+                result = client_loop().run(_await(result))
             encoded = ActivityTriggerConverter.encode(result, expected_type=None)
             return h.task_completed(self.clock.now(), job.task_id, encoded.value)
         except Exception as exc:

@@ -1,0 +1,249 @@
+"""The one place production code gets its Azure SDK clients.
+
+``ArmConnection`` is an ARM endpoint plus a credential: ``DefaultAzureCredential`` and the
+configured cloud's endpoint in production, the fleet twin's URL and a static token in
+development. Clients are the real SDK clients with three adjustments:
+
+- their transport sleeps on ``arc_hotpatch.clock.current_clock()``, so LRO polling and
+  retry-after-429 waits follow the virtual clock in simulations (and real time in Azure);
+- under a virtual clock, long-running operations are polled in the calling thread (see
+  ``CallerThreadARMPolling``), so a thread waiting in ``poller.result()`` is the one
+  that sleeps on the clock;
+- bearer tokens may go over plain ``http://`` to a loopback endpoint (the twin) only.
+
+ARM's default retry policy is kept: it honours ``Retry-After`` on 429 and 5xx.
+Connections are cached per (endpoint, token) and clients per (connection, subscription)
+and thread: azure-core's ``RequestsTransport`` holds one ``requests.Session``, which is
+not documented as thread-safe, and activities run on a thread pool.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
+from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline.transport import RequestsTransport
+from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
+from azure.mgmt.core.polling.arm_polling import ARMPolling
+from azure.mgmt.hybridcompute import HybridComputeManagementClient
+from azure.mgmt.hybridcompute.operations import _operations as hybrid_compute_operations
+from azure.mgmt.resource.subscriptions import SubscriptionClient
+
+from .clock import current_clock
+from .domain.policy import CLOUD_ARM_ENDPOINTS, Policy
+
+HYBRID_COMPUTE_API_VERSION = "2025-01-13"
+TOKEN_LIFETIME_SECONDS = 3600
+DEVELOPMENT_TOKEN = "fleet-twin"
+
+_AUTHORITY_BY_ENDPOINT = {
+    CLOUD_ARM_ENDPOINTS["AzureCloud"]: "login.microsoftonline.com",
+    CLOUD_ARM_ENDPOINTS["AzureUSGovernment"]: "login.microsoftonline.us",
+    CLOUD_ARM_ENDPOINTS["AzureChinaCloud"]: "login.chinacloudapi.cn",
+}
+
+ClientT = TypeVar("ClientT")
+
+
+class StaticTokenCredential:
+    """A credential that always returns the same bearer token (the twin accepts any)."""
+
+    def __init__(self, token: str = DEVELOPMENT_TOKEN) -> None:
+        if not token:
+            raise ValueError("a static token must not be empty")
+        self._token = token
+
+    def get_token(
+        self,
+        *scopes: str,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+        **kwargs: Any,
+    ) -> AccessToken:
+        # Expiry in wall time: azure-core's token cache compares with time.time(), not our clock.
+        return AccessToken(self._token, int(time.time()) + TOKEN_LIFETIME_SECONDS)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        return AccessTokenInfo(self._token, int(time.time()) + TOKEN_LIFETIME_SECONDS)
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, eq=False)
+class ArmConnection:
+    """An ARM endpoint (no trailing slash) and the credential to call it with."""
+
+    endpoint: str
+    credential: TokenCredential
+
+    def __post_init__(self) -> None:
+        parsed = urlparse(self.endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"ARM endpoint {self.endpoint!r} is not an http(s) URL")
+        if parsed.scheme == "http" and not is_loopback_url(self.endpoint):
+            raise ValueError(
+                f"ARM endpoint {self.endpoint!r}: bearer tokens are sent over http only to loopback (the fleet twin)"
+            )
+        object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
+
+    @property
+    def credential_scopes(self) -> list[str]:
+        return [f"{self.endpoint}/.default"]
+
+    @property
+    def plain_http(self) -> bool:
+        return urlparse(self.endpoint).scheme == "http"
+
+    @classmethod
+    def from_policy(cls, policy: Policy, token: str | None = None) -> ArmConnection:
+        """The policy's ARM endpoint with a static ``token`` (development) or DefaultAzureCredential.
+
+        One connection per (endpoint, token) per process: activities call this on every run,
+        and the credential (with its token cache) and the cached clients should outlive a call.
+        A loopback endpoint can only be the fleet twin, which accepts any bearer token: without
+        ``token`` it gets a static one rather than a credential that would look for Azure sign-ins.
+        """
+        endpoint = policy.resolved_arm_endpoint.rstrip("/")
+        if token is None and is_loopback_url(endpoint):
+            token = DEVELOPMENT_TOKEN
+        with _connections_lock:
+            connection = _connections.get((endpoint, token))
+            if connection is None:
+                connection = _connections[(endpoint, token)] = cls(endpoint, _credential_for(endpoint, token))
+            return connection
+
+
+_connections: dict[tuple[str, str | None], ArmConnection] = {}
+_connections_lock = threading.Lock()
+
+
+def _credential_for(endpoint: str, token: str | None) -> TokenCredential:
+    if token is not None:
+        return StaticTokenCredential(token)
+    from azure.identity import DefaultAzureCredential
+
+    authority = _AUTHORITY_BY_ENDPOINT.get(endpoint)
+    return DefaultAzureCredential(authority=authority) if authority else DefaultAzureCredential()
+
+
+class ClockSleepingTransport(RequestsTransport):
+    """The requests transport, sleeping on the process clock (LRO polls, retry back-off)."""
+
+    def sleep(self, duration: float) -> None:
+        current_clock().sleep(duration)
+
+
+def _clock_counts_runnable_work() -> bool:
+    """True for a virtual clock: one that only jumps when no ``running()`` work is left."""
+    return hasattr(current_clock(), "running")
+
+
+class CallerThreadARMPolling(ARMPolling):
+    """ARM polling that, under a virtual clock, polls in the thread that started the operation.
+
+    azure-core's ``LROPoller`` polls in a thread of its own. Under the local durable host an
+    activity runs inside ``VirtualClock.running()`` and waits in ``poller.result()``: it stays
+    "runnable" while the poller thread sleeps, so the clock would never jump to the poller's
+    wake-up. Polling to completion inside ``initialize`` (the caller's thread) makes
+    ``LROPoller`` find the operation finished and start no thread; the caller's own sleeps then
+    release the clock. With a real-time clock this class behaves exactly like ``ARMPolling``.
+    """
+
+    def initialize(self, client: Any, initial_response: Any, deserialization_callback: Any) -> None:
+        super().initialize(client, initial_response, deserialization_callback)
+        if _clock_counts_runnable_work() and not self.finished():
+            self.run()
+
+
+def _poll_in_caller_thread() -> None:
+    # The generated operations build ARMPolling from their module globals; no per-client hook exists.
+    hybrid_compute_operations.ARMPolling = CallerThreadARMPolling  # type: ignore[misc]
+
+
+class LoopbackBearerTokenPolicy(ARMChallengeAuthenticationPolicy):
+    """ARM's bearer-token policy, allowing plain http to loopback hosts only (the twin)."""
+
+    def on_request(self, request: PipelineRequest[Any]) -> None:
+        if is_loopback_url(request.http_request.url):
+            request.context["enforce_https"] = False
+        super().on_request(request)
+
+
+def _client_options(connection: ArmConnection) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "base_url": connection.endpoint,
+        "credential_scopes": connection.credential_scopes,
+        "transport": ClockSleepingTransport(),
+    }
+    if connection.plain_http:
+        options["authentication_policy"] = LoopbackBearerTokenPolicy(
+            connection.credential, *connection.credential_scopes
+        )
+    return options
+
+
+_local = threading.local()
+_all_caches: list[dict[tuple[Any, ...], Any]] = []
+_all_caches_lock = threading.Lock()
+
+
+def _cached(key: tuple[Any, ...], build: Callable[[], ClientT]) -> ClientT:
+    cache: dict[tuple[Any, ...], Any] | None = getattr(_local, "clients", None)
+    if cache is None:
+        cache = _local.clients = {}
+        with _all_caches_lock:
+            _all_caches.append(cache)
+    client = cache.get(key)
+    if client is None:
+        client = cache[key] = build()
+    return client
+
+
+def close_clients() -> None:
+    """Close every cached client on every thread (end of a simulation or test)."""
+    with _all_caches_lock:
+        caches = list(_all_caches)
+    for cache in caches:
+        for client in list(cache.values()):
+            client.close()
+        cache.clear()
+
+
+def hybrid_compute_client(connection: ArmConnection, subscription_id: str) -> HybridComputeManagementClient:
+    """The HybridCompute client (api-version 2025-01-13) for one subscription, cached per thread."""
+
+    def build() -> HybridComputeManagementClient:
+        _poll_in_caller_thread()
+        return HybridComputeManagementClient(
+            connection.credential,
+            subscription_id,
+            api_version=HYBRID_COMPUTE_API_VERSION,
+            **_client_options(connection),
+        )
+
+    # The key holds the connection itself (compared by identity): a new credential gets new clients.
+    return _cached(("hybridcompute", connection, subscription_id.lower()), build)
+
+
+def subscription_client(connection: ArmConnection) -> SubscriptionClient:
+    """The subscriptions client (its default api-version, 2022-12-01), cached per thread."""
+    return _cached(
+        ("subscriptions", connection),
+        lambda: SubscriptionClient(connection.credential, **_client_options(connection)),
+    )

@@ -1,0 +1,44 @@
+"""The fleet twin: an offline Azure Resource Manager + simulated Arc fleet on loopback.
+
+The app reaches it through the real ``azure-mgmt-hybridcompute`` SDK (see
+``arc_hotpatch.azure_clients``); only the endpoint and the credential differ from Azure.
+"""
+
+from .faults import CHAOS, NO_FAULTS, Faults, FaultsError, load_faults
+from .fleet import (
+    MACHINE_ATTRIBUTES,
+    Fleet,
+    MachineSpec,
+    ScenarioError,
+    default_fleet,
+    fleet_from_options,
+    generate_fleet,
+    load_scenario,
+    machine_spec,
+)
+from .inspection import MachineSnapshot, RunSnapshot
+from .machine import LicenseWrite
+from .server import HYBRID_COMPUTE_API_VERSION, ExchangeRecord, FleetTwin
+
+__all__ = [
+    "CHAOS",
+    "HYBRID_COMPUTE_API_VERSION",
+    "MACHINE_ATTRIBUTES",
+    "NO_FAULTS",
+    "ExchangeRecord",
+    "Faults",
+    "FaultsError",
+    "Fleet",
+    "FleetTwin",
+    "LicenseWrite",
+    "MachineSnapshot",
+    "MachineSpec",
+    "RunSnapshot",
+    "ScenarioError",
+    "default_fleet",
+    "fleet_from_options",
+    "generate_fleet",
+    "load_faults",
+    "load_scenario",
+    "machine_spec",
+]

@@ -1,0 +1,61 @@
+"""``python -m arc_hotpatch twin``: the fleet twin alone, on loopback, until Ctrl-C."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TextIO
+
+from ..clock import ScaledClock, install_clock
+from .faults import Faults, load_faults
+from .fleet import Fleet
+from .server import HYBRID_COMPUTE_API_VERSION, FleetTwin
+
+
+def run_twin_cli(
+    port: int,
+    fleet: Fleet,
+    faults: Faults | str | None,
+    speed: float,
+    *,
+    out: TextIO | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """Serve ``fleet`` on 127.0.0.1:``port`` with simulated time ``speed``x real time; block until Ctrl-C.
+
+    ``stop`` lets a caller other than a terminal end it (tests, an embedding host).
+    """
+    out = out or sys.stdout
+    clock = ScaledClock(speed)
+    previous = install_clock(clock)  # anything else in this process shares the twin's time
+    twin = FleetTwin(fleet, clock, load_faults(faults))
+    try:
+        base_url = twin.start(port)
+        first = fleet.subscription_ids[0]
+        windows = sum(1 for m in fleet.machines if m.is_windows)
+        print(f"Fleet twin (Azure Resource Manager + simulated Arc fleet) listening on {base_url}", file=out)
+        print(
+            f"  {len(fleet.machines)} machines ({windows} Windows) in {len(fleet.subscription_ids)} subscription(s), "
+            f"seed {fleet.seed}, faults {twin.faults.name}, clock x{speed:g} from {clock.now():%Y-%m-%d %H:%M} UTC",
+            file=out,
+        )
+        print("  subscriptions:", file=out)
+        for subscription in fleet.subscription_ids:
+            print(f"    {subscription}", file=out)
+        print("  any bearer token is accepted; a request without one gets 401. Try:", file=out)
+        print(
+            f'    curl -H "Authorization: Bearer twin" "{base_url}/subscriptions/{first}/providers/'
+            f'Microsoft.HybridCompute/machines?api-version={HYBRID_COMPUTE_API_VERSION}"',
+            file=out,
+        )
+        print("  Ctrl-C to stop.", file=out, flush=True)
+        waiter = stop or threading.Event()
+        try:
+            while not waiter.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        print("Fleet twin stopped.", file=out, flush=True)
+    finally:
+        twin.stop()
+        install_clock(previous)

@@ -1,0 +1,354 @@
+"""Each scenario attribute of SPEC §5 makes the machine behave as the seed procedure describes.
+
+Everything goes through the real SDK: Run Command with our real scripts, the license
+profile, the machine's instance view; the twin's Python inspection API is used only
+for what Azure cannot show (a result that never arrived, a registry value).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from azure.core.exceptions import HttpResponseError
+
+from arc_hotpatch.twin.scripts import OUTPUT_LIMIT_BYTES, keep_last_4kb
+
+from .helpers import MachineDriver, TwinHarness
+
+
+def one(**attributes: Any) -> dict[str, Any]:
+    return {"seed": 21, "groups": [{"machine": {"name": "m", **attributes}}]}
+
+
+def machine(make_twin, **attributes: Any) -> tuple[TwinHarness, MachineDriver]:
+    harness = make_twin(one(**attributes))
+    return harness, MachineDriver(harness, "m")
+
+
+def reboot_and_wait(driver: MachineDriver) -> dict[str, Any]:
+    return driver.wait_back_after(driver.reboot())
+
+
+def enablement_seconds(harness: TwinHarness, driver: MachineDriver, within_s: float = 3600) -> float:
+    return harness.wait_for(lambda: driver.hotpatch_status()[0] != "Enabling", within_s=within_s, step_s=30)
+
+
+def test_default_machine_has_the_licensing_bug_until_workaround_and_reboot(make_twin):
+    harness, driver = machine(make_twin)
+    facts = driver.readiness()
+    assert (facts["build"], facts["ubr"], facts["edition_id"]) == (26100, 6899, "ServerDatacenter")
+    assert facts["licensing_override"] is None and facts["license_mutex"] is True
+    assert facts["vbs_status"] == 2 and facts["himds"] == "Running" and facts["hotfixes"] == ["KB5066835"]
+
+    driver.enable_hotpatch()
+    harness.sleep(60 * 60)
+    assert driver.hotpatch_status() == ("Enabling", "PendingEvaluation")  # the October 2025 issue
+
+    name = driver.start_run("licensing_workaround", {"RequestId": "w", "RebootDelaySeconds": "60"})
+    harness.wait_for(lambda: driver.status() == "Disconnected", within_s=300, step_s=10)
+    harness.wait_for(lambda: driver.status() == "Connected", within_s=900, step_s=30)
+    booted = harness.twin.machine("m").last_boot
+    after = driver.readiness()
+    assert after["licensing_override"] == 1 and after["license_mutex"] is False
+    assert after["last_boot"] == booted.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    enablement_seconds(harness, driver)
+    assert driver.hotpatch_status() == ("Enabled", "Enabled")
+    enabled_after_boot = (harness.clock.now() - booted).total_seconds()
+    assert 10 * 60 <= enabled_after_boot <= 11 * 60  # enable_minutes after the fix became active
+    # Stopping himds cut the workaround run off: its result never arrives.
+    assert driver.run_view(name).execution_state == "Running"
+    state = harness.twin.machine("m")
+    assert state.reboots == 1 and next(r for r in state.runs if r.name == name).result_lost
+
+
+def test_licensing_bug_false_enables_after_enable_minutes(make_twin):
+    harness, driver = machine(make_twin, licensing_bug=False, enable_minutes=3)
+    driver.enable_hotpatch()
+    assert driver.hotpatch_status() == ("Enabling", "PendingEvaluation")
+    waited = enablement_seconds(harness, driver)
+    assert 3 * 60 <= waited <= 4 * 60 and driver.hotpatch_status() == ("Enabled", "Enabled")
+
+
+def test_workaround_applied_machine_enables_without_action(make_twin):
+    harness, driver = machine(make_twin, workaround_applied=True)
+    facts = driver.readiness()
+    assert facts["licensing_override"] == 1 and facts["license_mutex"] is False
+    driver.enable_hotpatch()
+    assert 10 * 60 <= enablement_seconds(harness, driver) <= 11 * 60
+    assert driver.hotpatch_status()[0] == "Enabled"
+
+
+def test_vsm_off_enable_vsm_and_reboot_makes_it_run(make_twin):
+    _, driver = machine(make_twin, vbs_status=0)
+    facts = driver.readiness()
+    assert facts["vbs_status"] == 0 and facts["vbs_configured"] is None
+    output = json.loads(driver.run("enable_vsm", {"RequestId": "v"}).properties.instance_view.output)
+    assert output == {"v": 1, "script": "enable_vsm", "request_id": "v", "vbs_configured": 1}
+    assert driver.readiness()["vbs_status"] == 0  # the registry value takes effect at the next boot
+    assert reboot_and_wait(driver)["vbs_status"] == 2
+
+
+def test_vbs_status_1_runs_after_a_reboot(make_twin):
+    _, driver = machine(make_twin, vbs_status=1)
+    facts = driver.readiness()
+    assert (facts["vbs_status"], facts["vbs_configured"]) == (1, 1)
+    assert reboot_and_wait(driver)["vbs_status"] == 2
+
+
+@pytest.mark.parametrize(
+    ("attributes", "firmware", "secure_boot"),
+    [
+        ({"uefi": False}, "Legacy", False),
+        ({"secure_boot": False, "vbs_status": 0}, "UEFI", False),
+        ({"vbs_status": 0, "vsm_starts": False}, "UEFI", True),
+    ],
+)
+def test_vsm_never_starts_without_uefi_secure_boot_or_cooperating_hardware(
+    make_twin, attributes, firmware, secure_boot
+):
+    _, driver = machine(make_twin, **attributes)
+    facts = driver.readiness()
+    assert (facts["firmware"], facts["secure_boot"], facts["vbs_status"]) == (firmware, secure_boot, 0)
+    firmware_type = driver.get().properties.firmware_profile.type
+    assert firmware_type == ("UEFI" if firmware == "UEFI" else "BIOS")
+    driver.run("enable_vsm", {"RequestId": "v"})
+    after = reboot_and_wait(driver)
+    assert (after["vbs_configured"], after["vbs_status"]) == (1, 1)  # configured, not running
+
+
+def test_enabling_hotpatch_without_vsm_fails(make_twin):
+    harness, driver = machine(make_twin, vbs_status=0, licensing_bug=False)
+    driver.enable_hotpatch()
+    enablement_seconds(harness, driver)
+    assert driver.hotpatch_status() == ("Failed", "ActionRequired")
+    status = driver.get().properties.os_profile.windows_configuration.patch_settings.status
+    assert status.error.code == "VirtualSecureModeNotRunning"
+
+
+def test_hotpatch_enabled_attribute(make_twin):
+    _, driver = machine(make_twin, hotpatch="Enabled")
+    assert driver.hotpatch_status() == ("Enabled", "Enabled")
+    assert driver.get().properties.os_profile.windows_configuration.patch_settings.enable_hotpatching is True
+    profile = driver.enable_hotpatch()  # asking again changes nothing
+    assert [f.subscription_status for f in profile.properties.product_profile.product_features] == ["Enabled"]
+
+
+@pytest.mark.parametrize(("outcome", "expected"), [("fail", ("Failed", "ActionRequired")), ("stuck", None)])
+def test_enable_outcome(make_twin, outcome, expected):
+    harness, driver = machine(make_twin, enable_outcome=outcome, workaround_applied=True)
+    driver.enable_hotpatch()
+    if expected is None:
+        harness.sleep(3 * 3600)
+        assert driver.hotpatch_status() == ("Enabling", "PendingEvaluation")
+    else:
+        assert 10 * 60 <= enablement_seconds(harness, driver) <= 11 * 60
+        assert driver.hotpatch_status() == expected
+
+
+def test_disabling_hotpatch(make_twin):
+    harness, driver = machine(make_twin, hotpatch="Enabled")
+    body = {
+        "properties": {"productProfile": {"productFeatures": [{"name": "Hotpatch", "subscriptionStatus": "Disable"}]}}
+    }
+    driver.client.license_profiles.begin_update("rg-arc-servers", "m", body).result()
+    assert driver.hotpatch_status()[0] == "Disabling"
+    harness.sleep(150)
+    assert driver.hotpatch_status() == ("Disabled", "Disabled")
+
+
+def test_reboot_minutes_keep_the_agent_disconnected_meanwhile(make_twin):
+    harness, driver = machine(make_twin, reboot_minutes=12)
+    before = driver.get().properties.last_status_change
+    output = driver.reboot(delay_s=60)
+    assert output["reboot_in_s"] == 60
+    assert driver.status() == "Connected"  # the run reports before the restart
+    down = harness.wait_for(lambda: driver.status() == "Disconnected", within_s=120, step_s=5)
+    assert 30 <= down <= 65
+    went_down = driver.get().properties.last_status_change
+    assert went_down > before
+    harness.sleep(11 * 60)
+    assert driver.status() == "Disconnected"
+    harness.sleep(2 * 60)
+    properties = driver.get().properties
+    assert properties.status == "Connected" and properties.last_status_change - went_down == timedelta(minutes=12)
+    assert driver.readiness()["last_boot"] > output["requested_at"]
+
+
+def test_reboot_hangs(make_twin):
+    harness, driver = machine(make_twin, reboot_hangs=True)
+    driver.reboot(delay_s=30)
+    harness.sleep(4 * 3600)
+    assert driver.status() == "Disconnected"
+    name = driver.start_run("readiness", {"RequestId": "r"})
+    harness.sleep(600)
+    assert driver.run_view(name).execution_state == "Pending"  # nobody there to pick it up
+
+
+def test_run_command_fails_when_blocked_by_the_agent(make_twin):
+    _, driver = machine(make_twin, run_command_fails=True)
+    blocklist = driver.get().properties.agent_configuration.extensions_block_list
+    assert [(e.publisher, e.type) for e in blocklist] == [("Microsoft.CPlat.Core", "RunCommandHandlerWindows")]
+    with pytest.raises(HttpResponseError) as failure:
+        driver.run("readiness", {"RequestId": "r"})
+    assert "blocked" in str(failure.value)
+    name = driver.client.machine_run_commands.list("rg-arc-servers", "m").next().name
+    view = driver.run_view(name)
+    assert view.execution_state == "Failed" and "blocklist" in view.error
+
+
+@pytest.mark.parametrize("status", ["Disconnected", "Error"])
+def test_agent_status_not_connected(make_twin, status):
+    harness, driver = machine(make_twin, status=status)
+    properties = driver.get().properties
+    assert properties.status == status
+    assert (properties.error_details is not None) == (status == "Error")
+    name = driver.start_run("readiness", {"RequestId": "r"})
+    harness.sleep(3600)
+    assert driver.run_view(name).execution_state == "Pending"
+
+
+def test_tags_name_resource_group_and_subscription(make_twin):
+    harness = make_twin(
+        {
+            "seed": 3,
+            "subscriptions": 2,
+            "groups": [
+                {
+                    "count": 2,
+                    "machine": {
+                        "name": "app",
+                        "resource_group": "rg-apps",
+                        "subscription": 1,
+                        "tags": {"hotpatch": "exclude", "owner": "erp"},
+                    },
+                },
+                {"machine": {"name": "solo"}},
+            ],
+        }
+    )
+    second = harness.client(1)
+    names = sorted(m.name for m in second.machines.list_by_subscription())
+    assert names == ["app-1", "app-2"]
+    app = second.machines.get("rg-apps", "app-2")
+    assert app.tags == {"hotpatch": "exclude", "owner": "erp"}
+    assert app.id == (
+        f"/subscriptions/{harness.twin.subscription_ids[1]}/resourceGroups/rg-apps/providers/"
+        "Microsoft.HybridCompute/machines/app-2"
+    )
+    assert [m.name for m in harness.client(0).machines.list_by_subscription()] == ["solo"]
+
+
+@pytest.mark.parametrize(
+    ("os_sku", "os_version", "edition", "mutex"),
+    [
+        ("Windows Server 2025 Standard", "10.0.26100.6899", "ServerStandard", True),
+        ("Windows Server 2025 Datacenter: Azure Edition", "10.0.26100.6899", "ServerAzureEdition", False),
+        ("Windows Server 2025 Datacenter", "10.0.26100.4946", "ServerDatacenter", False),
+        ("Windows Server 2022 Datacenter", "10.0.20348.4294", "ServerDatacenter", False),
+        ("Windows Server 2025 Essentials", "10.0.26100.6899", "ServerEssentials", True),
+    ],
+)
+def test_os_sku_and_version_in_arm_and_on_the_machine(make_twin, os_sku, os_version, edition, mutex):
+    _, driver = machine(make_twin, os_sku=os_sku, os_version=os_version)
+    properties = driver.get().properties
+    assert (properties.os_sku, properties.os_version, properties.os_type) == (os_sku, os_version, "windows")
+    facts = driver.readiness()
+    build, revision = (int(x) for x in os_version.split(".")[2:])
+    assert (facts["build"], facts["ubr"], facts["edition_id"], facts["product_name"]) == (
+        build,
+        revision,
+        edition,
+        os_sku,
+    )
+    assert facts["license_mutex"] is mutex  # licensing_bug defaults from the revision and the edition
+
+
+def test_the_two_6905_updates_are_told_apart_by_hotfix(make_twin):
+    harness = make_twin(
+        {"seed": 4, "groups": [{"count": 12, "machine": {"name": "m", "os_version": "10.0.26100.6905"}}]}
+    )
+    seen = {tuple(MachineDriver(harness, f"m-{i}").readiness()["hotfixes"]) for i in range(1, 13)}
+    assert seen == {("KB5070893",), ("KB5070881",)}
+
+
+def test_hotpatch_fails_on_an_unsupported_os(make_twin):
+    harness, driver = machine(make_twin, os_sku="Windows Server 2022 Datacenter", os_version="10.0.20348.4294")
+    driver.enable_hotpatch()
+    enablement_seconds(harness, driver)
+    assert driver.hotpatch_status() == ("Failed", "ActionRequired")
+
+
+def test_non_windows_machine(make_twin):
+    _, driver = machine(make_twin, os_sku="Ubuntu 22.04.5 LTS", os_version="5.15.0")
+    properties = driver.get().properties
+    assert (properties.os_type, properties.os_name) == ("linux", "linux")
+    assert properties.os_profile.linux_configuration is not None and properties.license_profile is None
+    view = driver.run("readiness", {"RequestId": "r"}).properties.instance_view
+    assert view.execution_state == "Failed" and view.exit_code == 2
+    assert driver.run("echo hello").properties.instance_view.execution_state == "Succeeded"
+
+
+def test_reboot_script_refuses_a_second_pending_restart(make_twin):
+    _, driver = machine(make_twin)
+    driver.reboot(delay_s=600)
+    view = driver.run("reboot", {"RequestId": "again", "RebootDelaySeconds": "60"}).properties.instance_view
+    assert (view.execution_state, view.exit_code) == ("Failed", 1) and "1190" in view.error
+
+
+@pytest.mark.parametrize(
+    ("script", "parameters", "message"),
+    [
+        ("readiness", {"RequestId": "r", "Verbose2": "1"}, "A parameter cannot be found that matches parameter name"),
+        ("reboot", {"RebootDelaySeconds": "soon"}, 'Cannot convert value "soon" to type "System.Int32"'),
+        ("licensing_workaround", {"RebootDelaySeconds": "-1"}, "RebootDelaySeconds must be >= 0"),
+    ],
+)
+def test_script_parameter_errors_fail_like_powershell(make_twin, script, parameters, message):
+    harness, driver = machine(make_twin)
+    view = driver.run(script, parameters).properties.instance_view
+    assert (view.execution_state, view.exit_code, view.output) == ("Failed", 1, "")
+    assert message in view.error
+    state = harness.twin.machine("m")
+    assert state.reboots == 0 and state.licensing_override is None and state.scheduled_reboot_at is None
+
+
+def test_parameter_names_bind_case_insensitively(make_twin):
+    _, driver = machine(make_twin)
+    output = json.loads(
+        driver.run("reboot", {"requestid": "x", "REBOOTDELAYSECONDS": "90"}).properties.instance_view.output
+    )
+    assert (output["request_id"], output["reboot_in_s"]) == ("x", 90)
+
+
+def test_timeout_and_async_execution(make_twin):
+    harness, driver = machine(make_twin)
+    timed_out = driver.run("readiness", {"RequestId": "t"}, timeoutInSeconds=5).properties.instance_view
+    assert timed_out.execution_state == "TimedOut"
+    started = driver.run("readiness", {"RequestId": "a"}, asyncExecution=True)
+    assert started.properties.provisioning_state == "Succeeded"
+    assert started.properties.instance_view.execution_state == "Running"  # async: done once it started
+    harness.sleep(60)
+    assert driver.run_view(started.name).execution_state == "Succeeded"
+
+
+def test_a_lost_result_fails_the_lro_only_after_the_timeout(make_twin):
+    harness, driver = machine(make_twin)
+    started = harness.clock.now()
+    with pytest.raises(HttpResponseError) as failure:
+        driver.run("licensing_workaround", {"RequestId": "w"}, timeoutInSeconds=60)
+    assert "OperationTimedOut" in str(failure.value)
+    assert (harness.clock.now() - started).total_seconds() >= 60 + 300
+    name = driver.client.machine_run_commands.list("rg-arc-servers", "m").next().name
+    assert driver.run_view(name).execution_state == "Running"
+
+
+def test_output_keeps_the_last_4_kb():
+    text = "x" * 5000 + '{"v":1}'
+    kept = keep_last_4kb(text)
+    assert len(kept.encode()) == OUTPUT_LIMIT_BYTES and kept.endswith('{"v":1}')
+    assert keep_last_4kb("short") == "short"
+    assert keep_last_4kb("é" * 3000).startswith("é")  # never a broken character
