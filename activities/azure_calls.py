@@ -184,9 +184,11 @@ def run_script(payload: dict[str, Any]) -> dict[str, Any]:
         except ResourceExistsError:
             pass  # 409: the same run is already executing; follow it below
         except HttpResponseError as exc:
-            if exc.status_code and 400 <= exc.status_code < 500 and exc.status_code != 429:
-                return {"status": "failed", "error": f"Run Command rejected: {_arm_message(exc)}"}
-            raise
+            # Throttling and server errors outlived the SDK's retries: let the caller retry later.
+            # A rejection (4xx) or a failed start (an LRO ending Failed) is the run's own failure.
+            if exc.status_code == 429 or (exc.status_code or 0) >= 500:
+                raise
+            return {"status": "failed", "error": f"Run Command not started: {_arm_message(exc)}"}
     outcome: dict[str, Any] = {"status": "lost", "error": f"no result within {int(timeout_s)} s"}
     while True:
         view = (_as_dict(runs.get(resource_group, machine, run_name)).get("properties") or {}).get("instanceView") or {}

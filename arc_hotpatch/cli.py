@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from dataclasses import replace
@@ -190,6 +191,8 @@ def serve(
     """The twin + the local durable host serving the app's HTTP routes, like `func start`."""
     from .serving import run_serve
 
+    logging.getLogger("arc_hotpatch").setLevel(os.environ.get("HOTPATCH_LOG_LEVEL", "INFO").upper())
+
     fleet = build_fleet(machines, subscriptions, seed, scenario)
     policy = build_policy(ctx)
     run_serve(fleet=fleet, policy=policy, port=port, faults=check_faults(faults), speed=_speed(speed),
@@ -220,6 +223,11 @@ def plan(
 
 
 def main() -> None:
+    # Escalations also appear in the summary; HOTPATCH_LOG_LEVEL=INFO shows every step's log line.
+    logging.basicConfig(
+        level=os.environ.get("HOTPATCH_LOG_LEVEL", "ERROR").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     try:
         app()
     except KeyboardInterrupt:

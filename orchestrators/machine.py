@@ -194,12 +194,15 @@ def workflow(run: Run) -> Steps:
 
 
 def read_readiness(run: Run, attempts: int | None = None) -> Steps:
-    """Run the readiness script (with retries); escalates ``run_command_failed`` when it keeps failing."""
+    """Run the readiness script (with retries); escalates ``run_command_failed`` when it keeps failing.
+
+    With ``attempts=1`` (polling around a reboot, where failures are expected) a failure returns None.
+    """
     result = yield from run_script(run, "readiness", {}, attempts=attempts)
-    if result is None or result["status"] != "succeeded":
+    if result["status"] != "succeeded":
         if attempts == 1:
             return None
-        run.done(FinalState.ESCALATED, Reason.RUN_COMMAND_FAILED, (result or {}).get("error", "readiness failed"))
+        run.done(FinalState.ESCALATED, Reason.RUN_COMMAND_FAILED, f"readiness: {result.get('error', '')}")
     return Readiness.from_json(result["result"])
 
 
@@ -209,10 +212,10 @@ def run_script(
     """One script through Run Command, retried with exponential backoff on durable timers.
 
     Each attempt has its own run command name (a reused name while running is a 409).
-    Returns the activity's result, or None after the last failed attempt.
+    Returns the first usable result (``succeeded``, or ``lost`` when ``accept_lost``), else the last one.
     """
     total = attempts or max(3, run.policy.run_command_attempts)
-    result: dict[str, Any] | None = None
+    result: dict[str, Any] = {}
     for attempt in range(1, total + 1):
         run.run_seq += 1
         run_name = f"hotpatch-{script.replace('_', '-')}-{run.now:%Y%m%d%H%M%S}-{run.run_seq}"
@@ -231,7 +234,19 @@ def run_script(
         if attempt < total:
             delay = RUN_RETRY_BASE_S * 2 ** (attempt - 1)
             yield run.context.create_timer(run.now + timedelta(seconds=delay))
-    return None if result is None or result["status"] != "lost" or not accept_lost else result
+    return result
+
+
+def usable(result: dict[str, Any]) -> bool:
+    return result["status"] in ("succeeded", "lost")
+
+
+def script_failed(run: Run, script: str, result: dict[str, Any]) -> None:
+    attempts = max(3, run.policy.run_command_attempts)
+    run.done(
+        FinalState.ESCALATED, Reason.RUN_COMMAND_FAILED,
+        f"{script} failed {attempts} times: {result.get('error', '')}",
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -284,8 +299,8 @@ def change_and_reboot(run: Run, *, enable_vsm: bool, workaround: bool) -> Steps:
     if enable_vsm:
         run.status("enabling_vsm")
         result = yield from run_script(run, "enable_vsm", {})
-        if result is None:
-            run.done(FinalState.ESCALATED, Reason.RUN_COMMAND_FAILED, "enable_vsm script kept failing")
+        if result["status"] != "succeeded":
+            script_failed(run, "enable_vsm", result)
         run.actions.append(Action.ENABLE_VSM.value)
     requested_at = run.now
     if workaround:
@@ -294,15 +309,15 @@ def change_and_reboot(run: Run, *, enable_vsm: bool, workaround: bool) -> Steps:
         result = yield from run_script(
             run, "licensing_workaround", {"RebootDelaySeconds": REBOOT_DELAY_S}, accept_lost=True
         )
-        if result is None:
-            run.done(FinalState.ESCALATED, Reason.RUN_COMMAND_FAILED, "licensing_workaround script kept failing")
+        if not usable(result):
+            script_failed(run, "licensing_workaround", result)
         run.actions.append(Action.LICENSING_WORKAROUND.value)
         run.workaround_done = True
     else:
         run.status("rebooting")
         result = yield from run_script(run, "reboot", {"RebootDelaySeconds": REBOOT_DELAY_S}, accept_lost=True)
-        if result is None:
-            run.done(FinalState.ESCALATED, Reason.RUN_COMMAND_FAILED, "reboot script kept failing")
+        if not usable(result):
+            script_failed(run, "reboot", result)
     run.actions.append(Action.REBOOT.value)
     run.reboots += 1
     readiness = yield from wait_for_reboot(run, requested_at)

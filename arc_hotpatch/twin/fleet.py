@@ -235,14 +235,11 @@ def machine_spec(attributes: Mapping[str, Any], where: str = "machine") -> Machi
             f"{where}.os_version: {version!r} is not accepted; expected a Windows version such as "
             "'10.0.26100.6899' (major.minor.build.revision)"
         )
-    # Firmware facts constrain each other: derive the defaults, reject impossible combinations.
+    # Firmware facts: Secure Boot exists only on UEFI (the readiness script reports it off on BIOS,
+    # as Confirm-SecureBootUEFI fails there), and VSM runs by default only where it can.
     uefi = values.setdefault("uefi", True)
     secure_boot = values.setdefault("secure_boot", uefi)
-    if secure_boot and not uefi:
-        raise ScenarioError(f"{where}.secure_boot: true is not accepted with uefi false (Secure Boot is UEFI-only)")
-    vbs_status = values.setdefault("vbs_status", 2 if uefi and secure_boot else 0)
-    if vbs_status == 2 and not (uefi and secure_boot):
-        raise ScenarioError(f"{where}.vbs_status: 2 (VSM running) is not accepted without uefi and secure_boot true")
+    values.setdefault("vbs_status", 2 if uefi and secure_boot else 0)
     spec = MachineSpec(**{k: v for k, v in values.items() if k != "licensing_bug"})
     if "licensing_bug" in values:
         return replace(spec, licensing_bug=values["licensing_bug"])

@@ -103,6 +103,7 @@ def test_vbs_status_1_runs_after_a_reboot(make_twin):
     ("attributes", "firmware", "secure_boot"),
     [
         ({"uefi": False}, "Legacy", False),
+        ({"uefi": False, "secure_boot": True}, "Legacy", False),  # Confirm-SecureBootUEFI fails on BIOS
         ({"secure_boot": False, "vbs_status": 0}, "UEFI", False),
         ({"vbs_status": 0, "vsm_starts": False}, "UEFI", True),
     ],
