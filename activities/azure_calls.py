@@ -34,7 +34,8 @@ log = logging.getLogger("arc_hotpatch.activities")
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 SCRIPT_NAMES = ("readiness", "enable_vsm", "licensing_workaround", "reboot")
 TERMINAL_RUN_STATES = {"Succeeded", "Failed", "TimedOut", "Canceled"}
-RUN_POLL_SECONDS = 15.0
+RUN_POLL_FIRST_S = 15.0  # instance view polls back off from here ...
+RUN_POLL_MAX_S = 30.0  # ... to here
 # Polling a long-running write reads its status under the provider's locations (as the built-in roles grant).
 LRO_STATUS_ACTIONS = (
     "Microsoft.HybridCompute/locations/operationstatus/read",
@@ -180,25 +181,33 @@ def run_script(payload: dict[str, Any]) -> dict[str, Any]:
         existing = None
     if existing is None:  # a second execution of this activity follows the first run instead of starting another
         try:
-            runs.begin_create_or_update(resource_group, machine, run_name, body).result()
+            # No LRO wait: with asyncExecution the operation only says the agent took the script;
+            # the instance view below says the same and more.
+            runs.begin_create_or_update(resource_group, machine, run_name, body, polling=False)
         except ResourceExistsError:
             pass  # 409: the same run is already executing; follow it below
         except HttpResponseError as exc:
             # Throttling and server errors outlived the SDK's retries: let the caller retry later.
-            # A rejection (4xx) or a failed start (an LRO ending Failed) is the run's own failure.
+            # A rejection (4xx) is the run's own failure.
             if exc.status_code == 429 or (exc.status_code or 0) >= 500:
                 raise
             return {"status": "failed", "error": f"Run Command not started: {_arm_message(exc)}"}
     outcome: dict[str, Any] = {"status": "lost", "error": f"no result within {int(timeout_s)} s"}
+    poll = RUN_POLL_FIRST_S
     while True:
-        view = (_as_dict(runs.get(resource_group, machine, run_name)).get("properties") or {}).get("instanceView") or {}
+        clock.sleep(poll)  # no script finishes at once: look after the first interval
+        properties = _as_dict(runs.get(resource_group, machine, run_name)).get("properties") or {}
+        view = properties.get("instanceView") or {}
         state = view.get("executionState") or "Unknown"
         if state in TERMINAL_RUN_STATES:
             outcome = _script_outcome(script, state, view)
             break
+        if properties.get("provisioningState") == "Failed":
+            outcome = {"status": "failed", "error": f"Run Command not started: {view.get('error') or 'failed'}"}
+            break
         if (clock.now() - started).total_seconds() >= timeout_s:
             break
-        clock.sleep(RUN_POLL_SECONDS)
+        poll = min(poll * 2, RUN_POLL_MAX_S)
     _delete_run(runs, resource_group, machine, run_name)
     log.info(
         "run_command machine=%s script=%s run=%s status=%s",
@@ -229,7 +238,7 @@ def _script_outcome(script: str, state: str, view: dict[str, Any]) -> dict[str, 
 def _delete_run(runs: Any, resource_group: str, machine: str, run_name: str) -> None:
     """Delete the finished run command; a failure here never fails the step (it is only clean-up)."""
     try:
-        runs.begin_delete(resource_group, machine, run_name).result()
+        runs.begin_delete(resource_group, machine, run_name, polling=False)  # no need to wait for it to go
     except ResourceNotFoundError:
         pass
     except HttpResponseError as exc:

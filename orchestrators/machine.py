@@ -33,6 +33,12 @@ bp = df.Blueprint()
 
 MACHINE_ORCHESTRATOR = "machine_orchestrator"
 REBOOT_DELAY_S = 60  # the script schedules the restart so the run can report first
+# A script that reboots (or stops himds) reports within seconds or never: don't wait the full run timeout.
+REBOOTING_SCRIPT_TIMEOUT_S = 150
+# First looks: no machine is back within 3 minutes of going down, and the seed says enablement takes
+# "about 10 minutes"; polling from the start would only grow the history (and the ARM bill).
+REBOOT_FIRST_CHECK_S = REBOOT_DELAY_S + 180
+ENABLE_FIRST_CHECK_S = 8 * 60
 ARM_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=10_000, max_number_of_attempts=4)
 RUN_RETRY_BASE_S = 30
 
@@ -54,6 +60,7 @@ class Run:
     context: df.DurableOrchestrationContext
     machine_id: str
     policy: Policy
+    policy_json: dict[str, Any]  # as received: passed on to activities without re-serializing on every replay
     rollout_id: str
     facts: MachineFacts | None = None
     readiness: Readiness | None = None
@@ -73,7 +80,7 @@ class Run:
         )
 
     def activity_input(self, **values: Any) -> dict[str, Any]:
-        return {"machine_id": self.machine_id, "policy": self.policy.to_json(), **values}
+        return {"machine_id": self.machine_id, "policy": self.policy_json, **values}
 
     def done(self, state: FinalState, reason: str, detail: str = "") -> None:
         raise Finished(Verdict(state, reason, detail))
@@ -82,10 +89,12 @@ class Run:
 @bp.orchestration_trigger(context_name="context")
 def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
     payload = context.get_input() or {}
+    policy_json = payload.get("policy") or {}
     run = Run(
         context=context,
         machine_id=payload["machine_id"],
-        policy=Policy.from_json(payload.get("policy") or {}),
+        policy=Policy.from_json(policy_json),
+        policy_json=policy_json,
         rollout_id=payload.get("rollout_id") or "",
     )
     try:
@@ -224,7 +233,9 @@ def run_script(
                 "run_script",
                 run.activity_input(
                     location=run.facts.location if run.facts else "", script=script, run_name=run_name,
-                    parameters={"RequestId": run_name, **parameters}, timeout_s=run.policy.run_command_timeout,
+                    parameters={"RequestId": run_name, **parameters},
+                    timeout_s=min(run.policy.run_command_timeout, REBOOTING_SCRIPT_TIMEOUT_S)
+                    if accept_lost else run.policy.run_command_timeout,
                 ),
             )
         except Exception as exc:  # an ARM error that outlived the SDK's own retries
@@ -335,7 +346,7 @@ def wait_for_reboot(run: Run, requested_at: datetime) -> Steps:
     deadline = requested_at + timedelta(seconds=run.policy.reboot_timeout)
     poll = timedelta(seconds=run.policy.reboot_poll_interval)
     run.status("waiting_for_reboot", requested_at=requested_at.isoformat())
-    yield run.context.create_timer(min(run.now + timedelta(seconds=REBOOT_DELAY_S) + poll, deadline))
+    yield run.context.create_timer(min(run.now + timedelta(seconds=REBOOT_FIRST_CHECK_S), deadline))
     while True:
         machine = yield run.context.call_activity_with_retry("get_machine", ARM_RETRY, run.activity_input())
         if machine.get("found") and machine["facts"]["status"] == "Connected":
@@ -352,8 +363,10 @@ def wait_for_enablement(run: Run) -> Steps:
     deadline = run.now + timedelta(seconds=run.policy.enable_timeout)
     poll = timedelta(seconds=run.policy.enable_poll_interval)
     run.status("waiting_for_enablement", until=deadline.isoformat())
+    wait = max(poll, timedelta(seconds=ENABLE_FIRST_CHECK_S))
     while True:
-        yield run.context.create_timer(min(run.now + poll, deadline))
+        yield run.context.create_timer(min(run.now + wait, deadline))
+        wait = poll
         status = yield run.context.call_activity_with_retry("get_hotpatch_status", ARM_RETRY, run.activity_input())
         if (status or "").lower() == "enabled":
             return "enabled"

@@ -17,6 +17,7 @@ ready work is ordered by instance id and task id so a run is reproducible. With 
 from __future__ import annotations
 
 import contextlib
+import functools
 import heapq
 import inspect
 import json
@@ -50,6 +51,24 @@ from .errors import (
 from .functions import FunctionInfo, FunctionRegistry, build_kwargs
 from .history import HistoryEvent
 from .shim import DEFAULT_MAX_ORCHESTRATION_ACTIONS, ShimFailure, ShimReplay, ShimResult
+
+
+def _memoize_sdk_timestamp_parsing() -> None:
+    """Every replay re-parses every history timestamp with dateutil (the bulk of replay time).
+
+    The strings repeat from replay to replay and datetimes are immutable, so memoizing the
+    SDK's own parser changes no result, only the cost of long-running local simulations.
+    """
+    import importlib
+
+    history_event_module = importlib.import_module("azure.durable_functions.models.history.HistoryEvent")
+
+    parse = history_event_module.dt_parse
+    if not hasattr(parse, "cache_info"):
+        history_event_module.dt_parse = functools.lru_cache(maxsize=1 << 16)(parse)
+
+
+_memoize_sdk_timestamp_parsing()
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,8 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], tuple[str, str, list[str]
     ("azure_edition", {"os_sku": "Windows Server 2025 Datacenter: Azure Edition"}, {},
      ("native_azure_edition", "hotpatch_built_in", [], 0)),
     ("build_too_old", {"os_version": "10.0.26100.1741"}, {}, ("ineligible", "build_too_old", [], 0)),
-    ("oldest_supported", {"os_version": "10.0.26100.1742"}, {}, ("hotpatch_enabled", "enabled", ["enable_hotpatch"], 0)),
+    ("oldest_supported", {"os_version": "10.0.26100.1742"}, {},
+     ("hotpatch_enabled", "enabled", ["enable_hotpatch"], 0)),
     ("disconnected", {"status": "Disconnected"}, {}, ("skipped_disconnected", "agent_disconnected", [], 0)),
     ("agent_error", {"status": "Error"}, {}, ("skipped_disconnected", "agent_error", [], 0)),
     ("bios", {"uefi": False}, {}, ("ineligible", "vbs_hardware", [], 0)),
@@ -208,7 +209,7 @@ def test_escalation_posts_to_the_webhook_without_logging_its_url(rig_for, caplog
     received: list[dict] = []
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
