@@ -23,7 +23,7 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Enroll Azure Arc-enabled Windows Server 2025 machines in Hotpatch, safely.",
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # URLs and keys stay on one line
 POLICY_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 MachinesOpt = Annotated[int | None, typer.Option("--machines", help="Generate a fleet of N machines.")]

@@ -9,7 +9,7 @@ from typing import Any
 
 from .clock import ScaledClock
 from .domain.policy import SETTINGS, Policy
-from .durable_host import DurableHost
+from .durable_host import run_serve as serve_app
 from .runner import twin_environment
 from .twin import FleetTwin
 from .twin.fleet import Fleet
@@ -30,9 +30,10 @@ def policy_environment(policy: Policy) -> dict[str, str]:
 
 
 def run_serve(
-    *, fleet: Fleet, policy: Policy, port: int, faults: str, speed: float, no_auth: bool, console: Any
+    *, fleet: Fleet, policy: Policy, port: int, faults: str, speed: float, no_auth: bool, console: Any,
+    stop_event: threading.Event | None = None,
 ) -> None:
-    """Serve until Ctrl-C."""
+    """Serve until Ctrl-C (or ``stop_event``)."""
     import function_app
 
     clock = ScaledClock(speed)
@@ -41,23 +42,20 @@ def run_serve(
     served_policy = replace(policy, arm_endpoint=twin_url, subscriptions=tuple(twin.subscription_ids))
     os.environ.update(policy_environment(served_policy))
     os.environ.setdefault("HOTPATCH_TASK_HUB", "ArcHotpatchLocal")
+
+    def started(host: Any) -> None:
+        console.print(f"Fleet twin (ARM): {twin_url}  ({len(fleet.machines)} machines, x{speed:g} speed)")
+        for subscription in twin.subscription_ids:
+            console.print(f"  subscription {subscription}")
+        key = "" if no_auth else f"?code={host.keys.function_key}"
+        url = f"{host.base_url}/api/subscriptions/{twin.subscription_ids[0]}/rollouts{key}"
+        console.print(f"Try: curl -X POST '{url}' -d '{{\"dry_run\": true}}'")
+
     try:
-        with twin_environment(twin_url), DurableHost(function_app.app, clock, activity_workers=16) as host:
-            host.start(port=port, no_auth=no_auth)
-            base = host.http.public_url
-            console.print(f"Fleet twin (ARM): {twin_url}  ({len(fleet.machines)} machines, speed x{speed:g})")
-            for subscription in twin.subscription_ids:
-                console.print(f"  subscription {subscription}")
-            console.print(f"App: {base}/api/   durable API: {base}/runtime/webhooks/durabletask/")
-            if not no_auth:
-                console.print(f"Function key: {host.http.function_key}  (?code=... or x-functions-key header)")
-            first = twin.subscription_ids[0]
-            key = "" if no_auth else f"?code={host.http.function_key}"
-            body = '{"dry_run": true}'
-            console.print(f"Try: curl -X POST '{base}/api/subscriptions/{first}/rollouts{key}' -d '{body}'")
-            console.print("Ctrl-C to stop.")
-            threading.Event().wait()
-    except KeyboardInterrupt:
-        console.print("stopped")
+        with twin_environment(twin_url):
+            serve_app(
+                function_app.app, clock, port, no_auth, activity_workers=16, hub_name=os.environ["HOTPATCH_TASK_HUB"],
+                out=console.print, stop_event=stop_event, on_started=started,
+            )
     finally:
         twin.stop()
