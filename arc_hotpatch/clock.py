@@ -124,14 +124,20 @@ class VirtualClock:
                     self._sleepers.remove(entry)
                     heapq.heapify(self._sleepers)
 
+    def _settled(self) -> bool:
+        # A sleeper whose deadline has passed is runnable even before its thread wakes up and
+        # counts itself busy again: without this the driver could jump the clock twice.
+        return self._busy <= 0 and all(deadline > self._now for deadline, _ in self._sleepers)
+
     def idle(self) -> bool:
+        """Nothing can make progress until the clock moves."""
         with self._cond:
-            return self._busy <= 0
+            return self._settled()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is runnable (or ``timeout`` real seconds pass)."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._busy <= 0, timeout)
+            return self._cond.wait_for(self._settled, timeout)
 
     def notify(self) -> None:
         """Wake ``wait_idle`` / ``wait_change`` callers (new work was queued)."""

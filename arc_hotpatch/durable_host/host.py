@@ -659,16 +659,8 @@ class DurableHost:
             return not self._jobs and self._jobs_running == 0 and not self._completions
 
     def _clock_settled(self) -> bool:
-        """VirtualClock: nothing runnable, and no sleeper whose deadline passed but has not woken yet."""
-        clock = self.clock
-        if not all(hasattr(clock, name) for name in ("_cond", "_sleepers", "_now", "_busy")):
-            return bool(clock.idle())  # type: ignore[attr-defined]
-        # The public idle() misses a sleeper that advance_to() just released and that has
-        # not re-registered as busy yet; read both under the clock's own lock.
-        with clock._cond:  # type: ignore[attr-defined]
-            now = clock._now  # type: ignore[attr-defined]
-            sleepers = clock._sleepers  # type: ignore[attr-defined]
-            return clock._busy <= 0 and all(deadline > now for deadline, _ in sleepers)  # type: ignore[attr-defined]
+        """Nothing runnable on the clock (a VirtualClock also counts released-but-not-awake sleepers)."""
+        return bool(self.clock.idle())  # type: ignore[attr-defined]
 
     def _quiescent(self) -> bool:
         if self._http is not None and self._http.inflight:
