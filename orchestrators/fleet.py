@@ -185,8 +185,14 @@ def rollout_chunk(context: df.DurableOrchestrationContext) -> Steps:
         rows.extend(read["rows"])
         pending = read["pending"]
         delay = min(delay * 2, CHUNK_POLL_MAX_S)
-    order = {m: i for i, m in enumerate(machine_ids)}
-    rows.sort(key=lambda r: order.get(r["id"], len(order)))
+    # A machine another trigger started carries that trigger's spelling of its id (Event Grid's resourceUri
+    # casing is the request's, e.g. "resourcegroups"); ARM ids are case-insensitive, so match on the folded id
+    # and report the machine under the id this listing gave it, in listing order.
+    listed = {m.lower(): m for m in machine_ids}
+    position = {m.lower(): i for i, m in enumerate(machine_ids)}
+    for row in rows:
+        row["id"] = listed.get(str(row["id"]).lower(), row["id"])
+    rows.sort(key=lambda r: position.get(str(r["id"]).lower(), len(position)))
     context.set_custom_status({"done": len(rows), "running": 0})
     return {"rows": rows, "cursor": listing["cursor"]}
 

@@ -1,0 +1,140 @@
+"""The Event Grid trigger over the host's webhook (SPEC §5): a newly onboarded machine is enrolled, every other
+event is ignored with a 2xx (Event Grid retries anything else), and a machine named by the fleet rollout and
+Event Grid at once gets one orchestration and one reboot."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import requests
+
+from arc_hotpatch.domain.schedule import machine_instance_id
+from arc_hotpatch.twin import machine_spec
+
+from .conftest import ServeFleet
+from .rig import Served, write_event
+
+IGNORED: dict[str, Callable[[str], dict[str, Any]]] = {
+    # our own writes to the machine: enablement and Run Command must not restart its orchestration
+    "license_profile_write": lambda machine: write_event(
+        f"{machine}/licenseProfiles/default", operation="Microsoft.HybridCompute/machines/licenseProfiles/write"),
+    "run_command_write": lambda machine: write_event(
+        f"{machine}/runCommands/hotpatch-readiness-1", operation="Microsoft.HybridCompute/machines/runCommands/write"),
+    "another_resource_type": lambda machine: write_event(
+        machine.replace("Microsoft.HybridCompute/machines", "Microsoft.Compute/virtualMachines"),
+        operation="Microsoft.Compute/virtualMachines/write"),
+    "delete_event": lambda machine: write_event(
+        machine, operation="Microsoft.HybridCompute/machines/delete",
+        event_type="Microsoft.Resources.ResourceDeleteSuccess"),
+    "data_not_an_object": lambda machine: write_event(machine, data="Microsoft.HybridCompute/machines/write"),
+    "no_operation_name": lambda machine: write_event(machine, data={"resourceUri": machine}),
+    "not_a_machine_id": lambda machine: write_event("/subscriptions/x/machines/y", subject="garbage"),
+}
+
+
+def onboard(served: Served, name: str, **attributes: Any) -> str:
+    """Onboard a new machine to the twin (Arc's ``machines/write`` happened); its resource id."""
+    return served.twin.add_machine(machine_spec({"name": name, **attributes}))
+
+
+def test_a_newly_onboarded_machine_is_enrolled(serve_fleet: ServeFleet) -> None:
+    served = serve_fleet({"existing": {}})
+    machine_id = onboard(served, "new-server")
+    instance_id = machine_instance_id(machine_id)
+    assert served.instance_status(instance_id) is None
+
+    delivered = served.deliver_events([write_event(machine_id, event_id="onboarded-1")])
+    assert delivered.status_code == 202, delivered.text
+    status = served.wait_for_instance(instance_id)
+    assert status["runtimeStatus"] == "Completed", status
+    row = status["output"]
+    assert (row["id"], row["state"], row["reason"], row["reboots"]) == (machine_id, "hotpatch_enabled", "enabled", 1)
+    assert status["customStatus"]["rollout_id"] == "event-onboarded-1"
+    snapshot = served.twin.machine("new-server")
+    assert snapshot.hotpatch_status == "Enabled" and snapshot.reboots == 1
+    assert served.machine_instances() == [instance_id], "only the named machine was started"
+    assert not served.twin.machine("existing").runs
+
+
+@pytest.mark.parametrize("make_event", list(IGNORED.values()), ids=list(IGNORED))
+def test_other_events_start_nothing_and_are_acknowledged(
+    serve_fleet: ServeFleet, make_event: Callable[[str], dict[str, Any]]
+) -> None:
+    served = serve_fleet({"existing": {}})
+    machine_id = onboard(served, "new-server")
+    delivered = served.deliver_events([make_event(machine_id)])
+    assert delivered.status_code // 100 == 2, delivered.text
+    assert served.host.instance_ids() == [], "no orchestration started"
+    assert not served.twin.machine("new-server").runs
+
+
+def test_the_webhook_needs_the_event_grid_system_key(serve_fleet: ServeFleet) -> None:
+    # On Azure the subscription's endpoint is .../runtime/webhooks/eventgrid?functionName=...&code=<the
+    # eventgrid_extension system key>; a function key is not accepted there.
+    served = serve_fleet({"existing": {}})
+    event = write_event(served.twin.resource_id("existing"))
+    for key in (None, served.host.keys.function_key, "not-a-key"):
+        assert served.deliver_events([event], key=key).status_code == 401, key
+    assert served.host.instance_ids() == []
+    assert served.deliver_events([event]).status_code == 202
+    assert served.machine_instances() == [machine_instance_id(served.twin.resource_id("existing"))]
+
+
+def test_fleet_rollout_and_event_grid_at_once_give_one_orchestration_and_one_reboot(serve_fleet: ServeFleet) -> None:
+    names = ["m-1", "m-2", "m-3", "m-4"]
+    served = serve_fleet({name: {} for name in names})  # each needs the workaround and one reboot
+    machine_ids = [served.twin.resource_id(name) for name in names]
+    # Event ids are spelled as the ARM request was (the spec's example has "resourcegroups"), not as ARM lists them.
+    events = {name: write_event(m.replace("/resourceGroups/", "/resourcegroups/"), event_id=f"e-{name}")
+              for name, m in zip(names, machine_ids, strict=True)}
+    event_first, rollout_first = names[:2], names[2:]
+
+    hold = served.hold_clock()
+    responses: dict[str, requests.Response] = {}
+
+    def post(label: str, send: Callable[[], requests.Response]) -> None:
+        responses[label] = send()
+
+    # The rollout start and Event Grid deliveries for half the machines race each other.
+    senders = [threading.Thread(target=post, args=("rollout", lambda: served.start_rollout({"waves": "100%"})))]
+    senders += [threading.Thread(target=post, args=(name, lambda e=events[name]: served.deliver_events([e])))
+                for name in event_first]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(timeout=30)
+    assert responses["rollout"].status_code == 202, responses["rollout"].text
+    assert all(responses[name].status_code == 202 for name in event_first), responses
+
+    # Five minutes in, the rollout has started the others and every machine is mid-workflow:
+    # Event Grid names all of them (again).
+    hold.run_for(timedelta(minutes=5))
+    started_by = {}
+    for name in names:
+        status = served.machine_status(name)
+        assert status is not None and status["runtimeStatus"] == "Running", (name, status)
+        started_by[name] = status["customStatus"]["rollout_id"]
+    assert started_by == {name: f"event-e-{name}" for name in event_first} | {
+        name: responses["rollout"].json()["id"] for name in rollout_first}, "both orders happened"
+    assert served.deliver_events(list(events.values())).status_code == 202
+    hold.release()
+
+    final = served.wait_for_status_url(responses["rollout"].json()["statusQueryGetUri"])
+    assert final["runtimeStatus"] == "Completed", final
+    report = served.report(responses["rollout"].json()["id"])
+    assert [(row["id"], row["state"], row["reboots"]) for row in report["machines"]] == [
+        (machine_id, "hotpatch_enabled", 1) for machine_id in machine_ids
+    ], "one row per machine, in list order, under the id ARM lists, whoever started it"
+    for name in names:
+        snapshot = served.twin.machine(name)
+        assert snapshot.reboots == 1, f"{name} rebooted once"
+        assert [r.script for r in snapshot.runs].count("licensing_workaround") == 1, f"{name}: one workaround"
+    assert sorted(served.machine_instances()) == sorted(machine_instance_id(m) for m in machine_ids)
+    # Every orchestration the host ever created is still there under its own id: no machine's instance
+    # was started a second time (a restart under the same id would count twice here).
+    metrics = served.host.metrics()
+    assert metrics["orchestrations"] == len(served.host.instance_ids()), metrics["orchestrations"]

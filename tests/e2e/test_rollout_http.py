@@ -1,0 +1,190 @@
+"""The HTTP start of a subscription rollout (SPEC §5), end to end over real HTTP: start, poll the durable status
+URL, the report (while running and at the end) against the twin's fleet, 409 while running, 400/401."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from .conftest import ServeFleet
+
+OLD = "10.0.26100.4000"  # before KB5066835: no licensing workaround, so no reboot
+
+# Machines of the first subscription, named so that list order (by resource id) is the order below:
+# the canary (first wave, one machine) is the quick excluded one, so the rest are still running when
+# the test looks at the report mid-rollout.
+MIXED: dict[str, tuple[dict[str, Any], tuple[str, str, int]]] = {
+    # name: (twin attributes, (state, reason, reboots))
+    "a-excluded": ({"tags": {"hotpatch": "exclude"}}, ("excluded", "tagged_exclude", 0)),
+    "b-ready": ({}, ("hotpatch_enabled", "enabled", 1)),
+    "c-pre-october": ({"os_version": OLD}, ("hotpatch_enabled", "enabled", 0)),
+    "d-enrolled": ({"hotpatch": "Enabled", "os_version": OLD}, ("hotpatch_enabled", "already_enabled", 0)),
+    "e-offline": ({"status": "Disconnected"}, ("skipped_disconnected", "agent_disconnected", 0)),
+    "f-server-2022": ({"os_sku": "Windows Server 2022 Datacenter", "os_version": "10.0.20348.2700"},
+                      ("ineligible", "unsupported_os", 0)),
+    "g-enable-fails": ({"enable_outcome": "fail", "os_version": OLD}, ("escalated", "enable_failed", 0)),
+}
+OTHER_SUBSCRIPTION = {"z-elsewhere": {"subscription": 1}}  # must not be touched by the first one's rollout
+
+
+def mixed_fleet() -> dict[str, dict[str, Any]]:
+    return {name: attributes for name, (attributes, _) in MIXED.items()} | OTHER_SUBSCRIPTION
+
+
+def test_start_poll_and_report_against_the_twin(serve_fleet: ServeFleet) -> None:
+    served = serve_fleet(mixed_fleet(), subscriptions=2)
+    hold = served.hold_clock()
+    started = served.start_rollout()
+    assert started.status_code == 202, started.text
+    links = started.json()
+    instance_id = links["id"]
+    assert instance_id == f"rollout-{served.subscription_id}"
+    assert started.headers["Location"] == links["statusQueryGetUri"]
+    for link in ("statusQueryGetUri", "sendEventPostUri", "terminatePostUri", "purgeHistoryDeleteUri"):
+        assert links[link].startswith(f"{served.base_url}/runtime/webhooks/durabletask/instances/{instance_id}")
+
+    # 10 virtual minutes in, the canary wave is done and the second wave is not.
+    hold.run_for(timedelta(minutes=10))
+    running = served.report(instance_id)
+    assert running["rollout"]["status"] == "Running"
+    assert (running["rollout"]["phase"], running["rollout"]["wave"]) == ("rolling_out", 2)
+    assert [row["id"] for row in running["machines"]] == [served.twin.resource_id("a-excluded")], (
+        "while running, the report has the machines done so far: the canary"
+    )
+    assert running["machines"][0]["state"] == "excluded"
+    assert running["summary"] == {"machines": 1, "by_state": {"excluded": 1}, "reboots": 0, "escalations": 0}
+    hold.release()
+
+    final_status = served.wait_for_status_url(links["statusQueryGetUri"])
+    assert final_status["runtimeStatus"] == "Completed", final_status
+    report = served.report(instance_id)
+    assert report["rollout"]["status"] == "Completed"
+
+    rows = {row["name"]: row for row in report["machines"]}
+    assert [row["id"] for row in report["machines"]] == served.machine_ids(), "one row per machine, in list order"
+    assert set(rows) == set(MIXED), "only the machines of the requested subscription"
+    for name, (_, (state, reason, reboots)) in MIXED.items():
+        row = rows[name]
+        assert (row["state"], row["reason"], row["reboots"]) == (state, reason, reboots), row
+        assert row["subscription_id"] == served.subscription_id
+        snapshot = served.twin.machine(name)
+        assert snapshot.reboots == row["reboots"], f"{name}: the twin rebooted as often as the report says"
+        assert (snapshot.hotpatch_status == "Enabled") == (state == "hotpatch_enabled"), name
+    untouched = served.twin.machine("z-elsewhere")
+    assert not untouched.runs and not untouched.license_writes and untouched.reboots == 0
+
+    summary = report["summary"]
+    assert summary["machines"] == len(MIXED) == sum(summary["by_state"].values())
+    assert summary["by_state"] == dict(Counter(row["state"] for row in report["machines"]))
+    assert summary["reboots"] == sum(row["reboots"] for row in report["machines"])
+    assert summary["escalations"] == sum(row["state"] == "escalated" for row in report["machines"])
+
+
+def test_second_start_while_running_is_409_then_a_new_start_is_accepted(serve_fleet: ServeFleet) -> None:
+    served = serve_fleet({"a-ready": {}, "b-ready": {}})
+    hold = served.hold_clock()
+    first = served.start_rollout({"dry_run": False})
+    assert first.status_code == 202, first.text
+    instance_id = first.json()["id"]
+    hold.run_for(timedelta(minutes=5))
+
+    # The same subscription spelled in upper case is the same rollout.
+    for subscription_id in (served.subscription_id, served.subscription_id.upper()):
+        again = served.start_rollout({"dry_run": True}, subscription_id=subscription_id)
+        assert again.status_code == 409, again.text
+        body = again.json()
+        assert body["error"]["code"] == "RolloutRunning" and instance_id in body["error"]["message"]
+        assert body["id"] == instance_id
+        assert again.headers["Location"] == body["statusQueryGetUri"] == first.json()["statusQueryGetUri"]
+    hold.release()
+
+    done = served.wait_for_status_url(first.json()["statusQueryGetUri"])
+    assert done["runtimeStatus"] == "Completed" and done["input"]["policy"]["dry_run"] is False
+
+    rerun = served.start_rollout({"dry_run": True})
+    assert rerun.status_code == 202, rerun.text
+    assert rerun.json()["id"] == instance_id
+    second = served.wait_for_status_url(rerun.json()["statusQueryGetUri"])
+    assert second["runtimeStatus"] == "Completed"
+    assert second["input"]["policy"]["dry_run"] is True, "a new rollout ran, with the new request's policy"
+    assert second["createdTime"] > done["createdTime"]
+
+
+GOOD_SUBSCRIPTION = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
+
+
+@pytest.mark.parametrize(
+    ("subscription_id", "body", "code", "message"),
+    [
+        ("not-a-guid", None, "InvalidRequest", "invalid subscriptionId 'not-a-guid'"),
+        ("0b1f6471-1bf0-4dda-aec3-cb9272f0959", None, "InvalidRequest", "invalid subscriptionId"),
+        (GOOD_SUBSCRIPTION, {"rebootPolicy": "auto"}, "InvalidPolicyOverride", "rebootPolicy"),
+        (GOOD_SUBSCRIPTION, {"reboot_policy": "yolo"}, "InvalidPolicyOverride",
+         "reboot_policy='yolo': expected one of auto | approval | window | never"),
+        (GOOD_SUBSCRIPTION, {"waves": "0,100%"}, "InvalidPolicyOverride", "waves='0,100%'"),
+        (GOOD_SUBSCRIPTION, {"concurrency": 0}, "InvalidPolicyOverride", "concurrency=0"),
+        (GOOD_SUBSCRIPTION, {"guardrail": 1.5}, "InvalidPolicyOverride", "guardrail=1.5"),
+        (GOOD_SUBSCRIPTION, {"dry_run": "maybe"}, "InvalidPolicyOverride", "dry_run='maybe': expected true or false"),
+        (GOOD_SUBSCRIPTION, {"subscriptions": [GOOD_SUBSCRIPTION]}, "InvalidRequest", "subscriptions cannot be set"),
+        (GOOD_SUBSCRIPTION, "{\"dry_run\": tru", "InvalidRequest", "request body is not valid JSON"),
+        (GOOD_SUBSCRIPTION, "[{\"dry_run\": true}]", "InvalidRequest", "request body must be a JSON object"),
+        (GOOD_SUBSCRIPTION, "\"dry_run\"", "InvalidRequest", "request body must be a JSON object"),
+        (GOOD_SUBSCRIPTION, "null", "InvalidRequest", "request body must be a JSON object"),
+    ],
+    ids=["not_a_guid", "short_guid", "unknown_field", "bad_enum", "bad_waves", "bad_concurrency", "bad_guardrail",
+         "bad_bool", "fixed_setting", "not_json", "array_body", "string_body", "null_body"],
+)
+def test_bad_requests_are_400_naming_the_problem(
+    serve_fleet: ServeFleet, subscription_id: str, body: Any, code: str, message: str
+) -> None:
+    served = serve_fleet({"m": {}})
+    response = served.start_rollout(body, subscription_id=subscription_id)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert message in error["message"], error["message"]
+    assert served.host.instance_ids() == [], "nothing started"
+
+
+def test_keys_are_required(serve_fleet: ServeFleet) -> None:
+    served = serve_fleet({"m": {}})
+    path = f"/api/subscriptions/{served.subscription_id}/rollouts"
+    for key in (None, "not-the-key", served.host.keys.eventgrid_key):
+        response = served.call("POST", path, key=key, json={"dry_run": True})
+        assert response.status_code == 401, (key, response.text)
+        assert served.call("GET", f"/api/rollouts/rollout-{served.subscription_id}/report", key=key).status_code == 401
+        assert served.call("POST", "/api/machines/approvals", key=key, json={}).status_code == 401
+    assert served.host.instance_ids() == [], "nothing started without a key"
+
+    # The key also works in the x-functions-key header, as on the Functions host.
+    with_header = served.call("POST", path, key=None, json={"dry_run": True},
+                              headers={"x-functions-key": served.host.keys.function_key})
+    assert with_header.status_code == 202, with_header.text
+    assert served.wait_for_status_url(with_header.json()["statusQueryGetUri"])["runtimeStatus"] == "Completed"
+
+
+def test_report_of_an_unknown_rollout_is_404(serve_fleet: ServeFleet) -> None:
+    served = serve_fleet({"m": {}})
+    response = served.call("GET", "/api/rollouts/rollout-nope/report")
+    assert response.status_code == 404
+    assert "rollout-nope" in response.json()["error"]["message"]
+
+
+def test_the_schedule_rolls_out_every_readable_subscription(serve_fleet: ServeFleet) -> None:
+    served = serve_fleet({"a-first": {"os_version": OLD}, "b-second": {"subscription": 1, "os_version": OLD}},
+                         subscriptions=2)
+    served.set_policy(subscriptions="")  # none configured: every subscription the identity can read
+    # What the Functions host does on the NCRONTAB schedule, run now through the admin API (master key).
+    invoked = served.http.post(f"{served.base_url}/admin/functions/scheduled_rollout",
+                               params={"code": served.host.keys.master_key}, json={}, timeout=30)
+    assert invoked.status_code == 202, invoked.text
+    status = served.wait_for_instance("rollout-fleet")
+    assert status["runtimeStatus"] == "Completed", status
+    report = served.report("rollout-fleet")
+    every_machine = [m.resource_id for m in served.twin.machines()]
+    assert sorted(row["id"] for row in report["machines"]) == sorted(every_machine)
+    assert {row["subscription_id"] for row in report["machines"]} == set(served.twin.subscription_ids)
+    assert all(row["state"] == "hotpatch_enabled" for row in report["machines"]), report["machines"]
