@@ -15,7 +15,7 @@ import azure.durable_functions as df
 import azure.functions as func
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
-from activities.durable_calls import ACTIVE, MACHINE_ORCHESTRATOR, start_or_attach
+from activities.durable_calls import ACTIVE, start_or_attach
 from arc_hotpatch.domain.facts import MachinePayloadError, parse_machine_id
 from arc_hotpatch.domain.policy import Policy, SettingError, load_policy, parse_subscription_id
 from arc_hotpatch.domain.rollout import summarize
@@ -76,20 +76,26 @@ async def scheduled_rollout(timer: func.TimerRequest, client: df.DurableOrchestr
 # --- HTTP start for a subscription ---------------------------------------------------------------
 
 
+def json_object_body(body: bytes, expected: str) -> dict[str, Any]:
+    """An optional JSON object body ({} when empty); ValueError naming what is wrong otherwise."""
+    if not body or not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"request body must be {expected}")
+    return data
+
+
 def parse_rollout_request(subscription_id: str, body: bytes, base: Policy) -> Policy:
     """The rollout policy for ``POST /subscriptions/{id}/rollouts``; raises ValueError naming the problem."""
     try:
         subscription = parse_subscription_id(subscription_id)
     except ValueError as exc:
         raise ValueError(f"invalid subscriptionId {subscription_id!r}: expected {exc}") from None
-    overrides: Any = {}
-    if body and body.strip():
-        try:
-            overrides = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(overrides, dict):
-        raise ValueError("request body must be a JSON object of policy overrides, e.g. {\"dry_run\": true}")
+    overrides = json_object_body(body, 'a JSON object of policy overrides, e.g. {"dry_run": true}')
     fixed = sorted(NOT_OVERRIDABLE & set(overrides))
     if fixed:
         raise ValueError(f"{', '.join(fixed)} cannot be set in a rollout request (it is fixed by the app settings)")
@@ -170,14 +176,7 @@ async def get_rollout_report(req: func.HttpRequest, client: df.DurableOrchestrat
 
 
 def _approval(body: bytes) -> dict[str, Any]:
-    if not body or not body.strip():
-        return {"approved": True}
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("request body must be a JSON object such as {\"machine_id\": ..., \"by\": \"name\"}")
+    data = json_object_body(body, 'a JSON object such as {"machine_id": "...", "by": "alice"}')
     if "approved" in data and not isinstance(data["approved"], bool):
         raise ValueError("'approved' must be true or false")
     return data
@@ -220,16 +219,23 @@ async def approve_rollout_reboots(req: func.HttpRequest, client: df.DurableOrche
     except ValueError as exc:
         return _error(400, "InvalidRequest", str(exc))
     decision = {"approved": data.get("approved", True), "by": str(data.get("by") or "")}
-    running = await client.get_status_by(
-        runtime_status=[OrchestrationRuntimeStatus.Running], instance_id_prefix="hotpatch-"
+    rollout = await client.get_status(rollout_id)
+    custom = rollout.custom_status if rollout and isinstance(rollout.custom_status, dict) else {}
+    if not custom.get("run_key"):
+        return _error(404, "RolloutNotFound", f"no rollout with instance id {rollout_id!r}")
+    # The machines a rollout waits for are its running chunks' pending instances, whoever started them.
+    chunks = await client.get_status_by(
+        runtime_status=[OrchestrationRuntimeStatus.Running], instance_id_prefix=f"{custom['run_key']}:s"
+    )
+    waiting = sorted(
+        {i for chunk in chunks if isinstance(chunk.custom_status, dict) for i in chunk.custom_status.get("pending", [])}
     )
     released = []
-    for status in running:
-        custom = status.custom_status if isinstance(status.custom_status, dict) else {}
-        ours = status.name == MACHINE_ORCHESTRATOR and custom.get("rollout_id") == rollout_id
-        if ours and _awaiting_approval(status):
-            await client.raise_event(status.instance_id, REBOOT_APPROVED_EVENT, decision)
-            released.append(custom.get("machine"))
+    for instance_id in waiting:
+        status = await client.get_status(instance_id)
+        if _awaiting_approval(status):
+            await client.raise_event(instance_id, REBOOT_APPROVED_EVENT, decision)
+            released.append(status.custom_status.get("machine"))
     log.info("rollout_reboot_decision rollout=%s machines=%d approved=%s", rollout_id, len(released),
              decision["approved"])
     return _json_response(202, {"rollout_id": rollout_id, "machines": released, **decision})

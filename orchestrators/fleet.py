@@ -104,11 +104,10 @@ def rollout_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
     state.setdefault("waves_done", []).append(wave_counts)
     if halted:
         return finish(context, state)
-    if guardrail_tripped(wave_counts["escalations"], wave_counts["machines"], policy.guardrail):
+    more = sum(state["remaining"]) > 0
+    if more and guardrail_tripped(wave_counts["escalations"], wave_counts["machines"], policy.guardrail):
         state["halted"] = True
         state["halt_wave"] = wave
-        if sum(state["remaining"]) == 0:
-            return finish(context, state)
     else:
         state["wave"] = wave + 1
     context.continue_as_new(state)
@@ -179,7 +178,10 @@ def rollout_chunk(context: df.DurableOrchestrationContext) -> Steps:
     pending = list(instances)
     delay = CHUNK_POLL_FIRST_S
     while pending:
-        context.set_custom_status({"done": len(rows), "running": len(pending)})
+        # The waiting instances, so a rollout-wide approval finds machines other triggers started too.
+        context.set_custom_status(
+            {"done": len(rows), "running": len(pending), "pending": [p["instance_id"] for p in pending]}
+        )
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
         read = yield context.call_activity("read_machine_workflows", {"instances": pending})
         rows.extend(read["rows"])
