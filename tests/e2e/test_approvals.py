@@ -77,3 +77,26 @@ def test_approvals_release_waiting_reboots(serve_fleet: ServeFleet) -> None:
     for name, row in zip(ids, report["machines"], strict=True):
         assert served.twin.machine(name).reboots == row["reboots"], name
     assert served.call("POST", f"/api/rollouts/{rollout_id}/approvals").json()["machines"] == [], "none left"
+
+
+def test_rollout_approval_also_releases_a_machine_event_grid_started(serve_fleet: ServeFleet) -> None:
+    from .rig import write_event
+
+    served = serve_fleet({"a-ready": {}, "b-ready": {}}, reboot_policy="approval")
+    hold = served.hold_clock()
+    delivered = served.deliver_events([write_event(served.twin.resource_id("b-ready"))])
+    assert delivered.status_code < 300, delivered.text
+    hold.run_for(timedelta(minutes=10))
+    assert_waiting_unchanged(served, "b-ready")  # started by Event Grid, not by the rollout
+    started = served.start_rollout({"waves": "100%"})
+    rollout_id = started.json()["id"]
+    hold.run_for(timedelta(minutes=30))
+    assert_waiting_unchanged(served, "a-ready")
+    everyone = served.call("POST", f"/api/rollouts/{rollout_id}/approvals", json={"by": "carol"})
+    assert everyone.status_code == 202, everyone.text
+    assert sorted(everyone.json()["machines"]) == sorted(served.twin.resource_id(n) for n in ("a-ready", "b-ready"))
+    hold.release()
+    final = served.wait_for_status_url(started.json()["statusQueryGetUri"])
+    assert final["runtimeStatus"] == "Completed", final
+    assert [served.twin.machine(n).reboots for n in ("a-ready", "b-ready")] == [1, 1]
+    assert served.call("POST", "/api/rollouts/rollout-unknown/approvals").status_code == 404
