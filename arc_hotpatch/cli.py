@@ -139,6 +139,14 @@ def print_summary(report: dict[str, Any]) -> None:
         table.add_row(state.value, str(count), ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
     console.print(table)
     console.print(f"reboots: {summary['reboots']}   escalations: {summary['escalations']}")
+    planned = [r for r in report["machines"] if r["state"] == FinalState.PLANNED.value]
+    if planned:
+        counts = {a: sum(a in r["actions"] for r in planned) for a in ("enable_vsm", "licensing_workaround",
+                                                                        "reboot", "enable_hotpatch")}
+        console.print("dry run, the rollout would: " + ", ".join(f"{a} on {n}" for a, n in counts.items()))
+        for row in planned:
+            if row.get("detail"):
+                console.print(f"  [yellow]note[/] {row['name']}: {row['detail']}")
     escalated = [r for r in report["machines"] if r["state"] == FinalState.ESCALATED.value]
     for row in escalated[:10]:
         console.print(f"  [yellow]escalated[/] {row['name']}: {row['reason']} {row.get('detail', '')}")
