@@ -75,7 +75,29 @@ def execute_rollout(
         report = host.run_client_coroutine(rollout_report(client, instance_id))
         if report is None:
             raise RuntimeError("the rollout report could not be read")
-        return report, host.metrics()
+        metrics = host.metrics()
+        metrics["history_by_orchestrator"] = history_by_orchestrator(host, metrics["history_events"])
+        return report, metrics
+
+
+def history_by_orchestrator(host: DurableHost, per_instance: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """History sizes per orchestrator function: instances, largest history, events replayed, episodes.
+
+    ``per_instance`` is ``host.metrics()["history_events"]`` (instance id -> stats); an
+    instance that continued as new counts once, with its largest history of any execution.
+    """
+    names = {status["instanceId"]: status["name"] for status in host.list_instances(show_input=False)}
+    grouped: dict[str, dict[str, int]] = {}
+    for instance_id, stats in per_instance.items():
+        entry = grouped.setdefault(
+            names.get(instance_id, "?"),
+            {"instances": 0, "max_history_events": 0, "history_events_replayed": 0, "episodes": 0},
+        )
+        entry["instances"] += 1
+        entry["max_history_events"] = max(entry["max_history_events"], stats["max"])
+        entry["history_events_replayed"] += stats["replayed"]
+        entry["episodes"] += stats["episodes"]
+    return dict(sorted(grouped.items()))
 
 
 def run_simulation(
@@ -113,6 +135,7 @@ def run_simulation(
         "history_events_replayed": host_metrics["history_events_replayed"],
         "activity_calls": host_metrics["activity_calls_total"],
         "injected_faults": twin_metrics.get("injected_faults", {}),
+        "history_by_orchestrator": host_metrics["history_by_orchestrator"],
     }
     return report
 
