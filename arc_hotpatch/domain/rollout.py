@@ -28,12 +28,21 @@ def wave_quotas(fleet_size: int, waves: Sequence[Wave]) -> list[int]:
 
 
 def allocate(quota: int, remaining_by_subscription: Sequence[int]) -> list[int]:
-    """Take ``quota`` machines subscription by subscription in order (the canary comes from the first)."""
-    takes: list[int] = []
-    for remaining in remaining_by_subscription:
-        take = min(quota, remaining)
-        takes.append(take)
-        quota -= take
+    """Share a wave's ``quota`` among subscriptions in proportion to what each has left.
+
+    Concurrency is per subscription, so a wave spread over every subscription runs them all
+    at once. Largest remainders get the leftover machines, earlier subscriptions first on
+    ties: a canary of 1 comes from the largest subscription.
+    """
+    total = sum(remaining_by_subscription)
+    if total <= quota:
+        return list(remaining_by_subscription)
+    exact = [quota * r / total for r in remaining_by_subscription]
+    takes = [int(x) for x in exact]
+    leftover = quota - sum(takes)
+    by_remainder = sorted(range(len(exact)), key=lambda i: (-(exact[i] - takes[i]), i))
+    for index in by_remainder[:leftover]:
+        takes[index] += 1
     return takes
 
 

@@ -24,10 +24,16 @@ def test_wave_quotas(fleet: int, waves: str, quotas: list[int]) -> None:
     assert sum(quotas) == fleet
 
 
-def test_allocate_takes_subscriptions_in_order() -> None:
-    assert allocate(1, [3, 5]) == [1, 0]
-    assert allocate(5, [3, 5]) == [3, 2]
+def test_allocate_spreads_a_wave_over_subscriptions() -> None:
+    assert allocate(1, [3, 5]) == [0, 1]  # the canary from the largest subscription
+    assert allocate(1, [4, 4]) == [1, 0]  # ties: the first
+    assert allocate(4, [300, 100]) == [3, 1]
+    assert allocate(5, [3, 5]) == [2, 3]
     assert allocate(20, [3, 5]) == [3, 5]
+    for quota in range(0, 12):
+        takes = allocate(quota, [7, 0, 3])
+        assert sum(takes) == min(quota, 10) and takes[1] == 0
+        assert all(t <= r for t, r in zip(takes, [7, 0, 3], strict=True))
 
 
 @pytest.mark.parametrize(("escalated", "machines", "threshold", "tripped"),
