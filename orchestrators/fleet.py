@@ -7,9 +7,10 @@ Three levels keep every history bounded whatever the fleet size:
   applies the guardrail, then continues as new with a few counters and cursors;
 - ``rollout_slice``: one subscription's share of a wave, one chunk per
   execution, continuing as new after each;
-- ``rollout_chunk``: up to ``concurrency`` machines: lists them from the
-  subscription's cursor, starts (or attaches to) their singleton orchestrations,
-  polls them on durable timers and returns their report rows. Chunk instance ids
+- ``rollout_chunk``: up to ``MAX_CHUNK`` machines: lists them from the
+  subscription's cursor, starts (or attaches to) their singleton orchestrations
+  with at most ``concurrency`` in flight, polls them on durable timers and
+  returns their report rows. Chunk instance ids
   are enumerable, so the report is read from the chunks' outputs.
 """
 
@@ -30,8 +31,8 @@ bp = df.Blueprint()
 
 ROLLOUT_ORCHESTRATOR = "rollout_orchestrator"
 ARM_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=10_000, max_number_of_attempts=4)
-MAX_CHUNK = 50  # machines per chunk execution: bounds the chunk's history and output
-CHUNK_POLL_FIRST_S = 60
+MAX_CHUNK = 50  # machines per chunk: bounds a chunk's history and output whatever the fleet size
+CHUNK_POLL_FIRST_S = 120  # machines take minutes at best: looking more often only grows the history
 CHUNK_POLL_MAX_S = 15 * 60
 EMPTY_COUNTS: dict[str, Any] = {"machines": 0, "by_state": {}, "reboots": 0, "escalations": 0}
 
@@ -138,8 +139,7 @@ def finish(context: df.DurableOrchestrationContext, state: dict[str, Any]) -> di
 def rollout_slice(context: df.DurableOrchestrationContext) -> Steps:
     """One subscription's share of a wave: one chunk per execution, then continue as new."""
     state: dict[str, Any] = dict(context.get_input())
-    policy = Policy.from_json(state["policy"])
-    size = min(state["take"], policy.concurrency, MAX_CHUNK)
+    size = min(state["take"], MAX_CHUNK)
     if size <= 0 or (state["cursor"] or {}).get("done"):
         return {key: state[key] for key in ("subscription_index", "cursor", "chunk", "counts")}
     result = yield context.call_sub_orchestrator(
@@ -170,23 +170,30 @@ def rollout_chunk(context: df.DurableOrchestrationContext) -> Steps:
     machine_ids: list[str] = listing["machine_ids"]
     if state["halted"]:
         return {"rows": [halted_row(m) for m in machine_ids], "cursor": listing["cursor"]}
-    instances = yield context.call_activity(
-        "start_machine_workflows",
-        {"machine_ids": machine_ids, "policy": state["policy"], "rollout_id": state["rollout_id"]},
-    )
+    # A sliding window: at most ``concurrency`` machines of this subscription in flight, refilled as
+    # machines finish, so one slow machine does not hold back the others.
+    queue = list(machine_ids)
+    in_flight: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
-    pending = list(instances)
     delay = CHUNK_POLL_FIRST_S
-    while pending:
+    while queue or in_flight:
+        free = policy.concurrency - len(in_flight)
+        if free > 0 and queue:
+            batch, queue = queue[:free], queue[free:]
+            in_flight += yield context.call_activity(
+                "start_machine_workflows",
+                {"machine_ids": batch, "policy": state["policy"], "rollout_id": state["rollout_id"]},
+            )
         # The waiting instances, so a rollout-wide approval finds machines other triggers started too.
         context.set_custom_status(
-            {"done": len(rows), "running": len(pending), "pending": [p["instance_id"] for p in pending]}
+            {"done": len(rows), "running": len(in_flight), "queued": len(queue),
+             "pending": [item["instance_id"] for item in in_flight]}
         )
         yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
-        read = yield context.call_activity("read_machine_workflows", {"instances": pending})
+        read = yield context.call_activity("read_machine_workflows", {"instances": in_flight})
         rows.extend(read["rows"])
-        pending = read["pending"]
-        delay = min(delay * 2, CHUNK_POLL_MAX_S)
+        in_flight = read["pending"]
+        delay = CHUNK_POLL_FIRST_S if read["rows"] else min(delay * 2, CHUNK_POLL_MAX_S)
     # A machine another trigger started carries that trigger's spelling of its id (Event Grid's resourceUri
     # casing is the request's, e.g. "resourcegroups"); ARM ids are case-insensitive, so match on the folded id
     # and report the machine under the id this listing gave it, in listing order.
@@ -195,7 +202,7 @@ def rollout_chunk(context: df.DurableOrchestrationContext) -> Steps:
     for row in rows:
         row["id"] = listed.get(str(row["id"]).lower(), row["id"])
     rows.sort(key=lambda r: position.get(str(r["id"]).lower(), len(position)))
-    context.set_custom_status({"done": len(rows), "running": 0})
+    context.set_custom_status({"done": len(rows), "running": 0, "queued": 0, "pending": []})
     return {"rows": rows, "cursor": listing["cursor"]}
 
 
