@@ -558,7 +558,11 @@ class HttpRuntime:
                 denied = self._authorized(request, (self.keys.durabletask_key, self.keys.master_key))
                 return denied or await self._management(request, path[len(WEBHOOK_PATH) + 1 :], public=True)
             if path.rstrip("/") == "/runtime/webhooks/eventgrid":
-                denied = self._authorized(request, (self.keys.eventgrid_key, self.keys.master_key))
+                # As `func start` serves it locally, the webhook takes deliveries without a key (Azure
+                # requires the eventgrid_extension system key); a key that is given must be a host key.
+                given = request.query.get("code") or request.headers.get("x-functions-key")
+                host_keys = (self.keys.eventgrid_key, self.keys.master_key, self.keys.function_key)
+                denied = self._authorized(request, host_keys) if given else None
                 return denied or await self._event_grid(request)
             if path.startswith("/admin/functions/"):
                 denied = self._authorized(request, (self.keys.master_key,))

@@ -207,8 +207,12 @@ def test_event_grid_delivery_validation_and_errors(served):
     )
     assert validation.status_code == 200 and validation.json() == {"validationResponse": "c0de"}
 
+    # Like `func start`, no key is needed locally; a wrong one is refused.
     without_key = requests.post(url, params={"functionName": "on_machine_write"}, headers=notification, json=[])
-    assert without_key.status_code == 401
+    assert without_key.status_code == 202
+    wrong_key = requests.post(url, params={"functionName": "on_machine_write", "code": "nope"}, headers=notification,
+                              json=[])
+    assert wrong_key.status_code == 401
     malformed = requests.post(url, params=query, headers=notification, data="{not json")
     assert malformed.status_code == 400 and "not JSON" in malformed.json()["Message"]
     not_array = requests.post(url, params=query, headers=notification, json={"id": 1})

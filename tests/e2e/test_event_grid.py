@@ -72,16 +72,18 @@ def test_other_events_start_nothing_and_are_acknowledged(
     assert not served.twin.machine("new-server").runs
 
 
-def test_the_webhook_needs_the_event_grid_system_key(serve_fleet: ServeFleet) -> None:
-    # On Azure the subscription's endpoint is .../runtime/webhooks/eventgrid?functionName=...&code=<the
-    # eventgrid_extension system key>; a function key is not accepted there.
-    served = serve_fleet({"existing": {}})
+def test_the_webhook_takes_deliveries_like_func_start(serve_fleet: ServeFleet) -> None:
+    # Locally, as with `func start`, the webhook needs no key (on Azure the subscription's endpoint carries
+    # &code=<the eventgrid_extension system key>); a key that is given must be one of the host's keys.
+    served = serve_fleet({"existing": {}, "other": {}})
     event = write_event(served.twin.resource_id("existing"))
-    for key in (None, served.host.keys.function_key, "not-a-key"):
-        assert served.deliver_events([event], key=key).status_code == 401, key
+    assert served.deliver_events([event], key="not-a-key").status_code == 401
     assert served.host.instance_ids() == []
-    assert served.deliver_events([event]).status_code == 202
-    assert served.machine_instances() == [machine_instance_id(served.twin.resource_id("existing"))]
+    assert served.deliver_events([event], key=None).status_code == 202
+    assert served.deliver_events([write_event(served.twin.resource_id("other"), event_id="e2")]).status_code == 202
+    assert sorted(served.machine_instances()) == sorted(
+        machine_instance_id(served.twin.resource_id(name)) for name in ("existing", "other")
+    )
 
 
 def test_fleet_rollout_and_event_grid_at_once_give_one_orchestration_and_one_reboot(serve_fleet: ServeFleet) -> None:
