@@ -478,6 +478,10 @@ class FleetTwin:
             return
         if version == HYBRID_COMPUTE_API_VERSION:
             return
+        if API_VERSION_FORMAT.match(version) and "-" not in version[10:] and version > HYBRID_COMPUTE_API_VERSION:
+            # A later stable version (e.g. an SDK's newer default): served with the 2025-01-13 shapes,
+            # which later versions extend, so "any Azure SDK client" can talk to the twin.
+            return
         if not API_VERSION_FORMAT.match(version):
             raise ArmError(
                 400,
