@@ -60,11 +60,7 @@ def app_policy() -> Policy:
 @bp.durable_client_input(client_name="client")
 async def scheduled_rollout(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     """The whole fleet on the configured schedule (a running fleet rollout is left alone)."""
-    try:
-        policy = app_policy()
-    except SettingError as exc:
-        log.error("scheduled_rollout_not_started %s", exc)
-        return
+    policy = app_policy()  # a bad setting fails the invocation, visibly, naming the setting
     status = await client.get_status(FLEET_ROLLOUT_ID)
     if status and status.runtime_status in ACTIVE:
         log.info("scheduled_rollout_already_running instance=%s", FLEET_ROLLOUT_ID)
@@ -272,11 +268,9 @@ async def on_arc_machine_written(event: func.EventGridEvent, client: df.DurableO
     machine_id = machine_from_event(event)
     if machine_id is None:
         return
-    try:
-        policy = app_policy()
-    except SettingError as exc:
-        log.error("event_not_started id=%s %s", event.id, exc)
-        return
+    # A bad setting fails the delivery (naming the setting) so Event Grid retries it and the
+    # onboarding is not lost; a bad event is acknowledged above, since retrying cannot fix it.
+    policy = app_policy()
     started = await start_or_attach(client, machine_id, policy.to_json(), rollout_id=f"event-{event.id}")
     log.info("event_machine id=%s machine=%s instance=%s started=%s", event.id, machine_id,
              started["instance_id"], started["started"])

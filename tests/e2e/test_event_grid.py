@@ -140,3 +140,16 @@ def test_fleet_rollout_and_event_grid_at_once_give_one_orchestration_and_one_reb
     # was started a second time (a restart under the same id would count twice here).
     metrics = served.host.metrics()
     assert metrics["orchestrations"] == len(served.host.instance_ids()), metrics["orchestrations"]
+
+
+def test_a_bad_app_setting_fails_the_delivery_so_event_grid_retries(serve_fleet: ServeFleet,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    served = serve_fleet({"existing": {}})
+    event = write_event(served.twin.resource_id("existing"))
+    monkeypatch.setenv("HOTPATCH_REBOOT_POLICY", "sometimes")
+    failed = served.deliver_events([event])
+    assert failed.status_code == 500 and "HOTPATCH_REBOOT_POLICY" in failed.text
+    assert served.machine_instances() == [], "nothing started with a bad setting"
+    monkeypatch.setenv("HOTPATCH_REBOOT_POLICY", "auto")
+    assert served.deliver_events([event]).status_code == 202  # Event Grid's retry succeeds
+    assert served.machine_instances() == [machine_instance_id(served.twin.resource_id("existing"))]
