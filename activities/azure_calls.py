@@ -30,9 +30,11 @@ from .permissions import requires_arm_actions
 
 bp = df.Blueprint()
 log = logging.getLogger("arc_hotpatch.activities")
+audit_log = logging.getLogger("arc_hotpatch.audit")
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 SCRIPT_NAMES = ("readiness", "enable_vsm", "licensing_workaround", "reboot")
+CHANGING_SCRIPTS = {"enable_vsm", "licensing_workaround", "reboot"}  # everything but the read-only readiness
 TERMINAL_RUN_STATES = {"Succeeded", "Failed", "TimedOut", "Canceled"}
 RUN_POLL_FIRST_S = 15.0  # instance view polls back off from here ...
 RUN_POLL_MAX_S = 30.0  # ... to here
@@ -58,6 +60,19 @@ def _connection(policy_json: dict[str, Any] | None) -> ArmConnection:
 def _client(payload: dict[str, Any]):  # type: ignore[no-untyped-def]
     subscription_id, _, _ = parse_machine_id(payload["machine_id"])
     return hybrid_compute_client(_connection(payload.get("policy")), subscription_id)
+
+
+def audit(payload: dict[str, Any], change: str, **details: Any) -> None:
+    """The audit trail: one structured line per change made to a machine, written where the change is made.
+
+    In Azure these land in Application Insights (``traces``, logger ``arc_hotpatch.audit``) with the
+    invocation's operation id, queryable per machine or rollout.
+    """
+    record = {
+        "kind": "arc_hotpatch.audit", "at": current_clock().now().isoformat(), "machine_id": payload["machine_id"],
+        "rollout_id": payload.get("rollout_id", ""), "change": change, **details,
+    }
+    audit_log.info("audit %s", json.dumps(record, sort_keys=True))
 
 
 def _as_dict(model: Any) -> dict[str, Any]:
@@ -213,6 +228,9 @@ def run_script(payload: dict[str, Any]) -> dict[str, Any]:
         "run_command machine=%s script=%s run=%s status=%s",
         payload["machine_id"], script, run_name, outcome["status"],
     )
+    if script in CHANGING_SCRIPTS:  # every attempt, failed ones too (a failed script may have changed something)
+        audit(payload, script, run_name=run_name, parameters=payload.get("parameters") or {},
+              started_at=started.isoformat(), outcome=outcome["status"], error=outcome.get("error", ""))
     return outcome
 
 
@@ -273,7 +291,8 @@ def enable_hotpatch(payload: dict[str, Any]) -> dict[str, Any]:
         body = merged_hotpatch_update(current)
         result = _as_dict(profiles.begin_update(resource_group, machine, body).result())
         operation = "patch"
-    log.info("license_profile_write machine=%s operation=%s", payload["machine_id"], operation)
+    audit(payload, "enable_hotpatch", operation=operation, body=body,
+          status=hotpatch_feature_status(result.get("properties")))
     return {"operation": operation, "status": hotpatch_feature_status(result.get("properties"))}
 
 

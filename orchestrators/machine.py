@@ -80,7 +80,7 @@ class Run:
         )
 
     def activity_input(self, **values: Any) -> dict[str, Any]:
-        return {"machine_id": self.machine_id, "policy": self.policy_json, **values}
+        return {"machine_id": self.machine_id, "policy": self.policy_json, "rollout_id": self.rollout_id, **values}
 
     def done(self, state: FinalState, reason: str, detail: str = "") -> None:
         raise Finished(Verdict(state, reason, detail))
@@ -106,10 +106,7 @@ def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
         run.status("escalating", reason=verdict.reason)
         yield context.call_activity(
             "escalate",
-            run.activity_input(
-                name=_name(run), reason=verdict.reason, detail=verdict.detail, actions=run.actions,
-                rollout_id=run.rollout_id,
-            ),
+            run.activity_input(name=_name(run), reason=verdict.reason, detail=verdict.detail, actions=run.actions),
         )
     row = report_row(run, verdict)
     run.status("done", state=row["state"], reason=row["reason"])

@@ -232,3 +232,22 @@ def test_escalation_posts_to_the_webhook_without_logging_its_url(rig_for, caplog
     assert received[0]["machine_id"] == rig.twin.resource_id("m")
     assert "s3cr3t" not in caplog.text
     assert any("escalation" in r.message and "enable_failed" in r.message for r in caplog.records)
+
+
+def test_every_change_is_in_the_audit_trail(rig_for, caplog) -> None:
+    caplog.set_level("INFO", logger="arc_hotpatch.audit")
+    rig = rig_for({"m": {"vbs_status": 0}, "d": {"vbs_status": 0}})
+    row = rig.run_machine("m")
+    records = [json.loads(r.getMessage().split(" ", 1)[1]) for r in caplog.records if r.name == "arc_hotpatch.audit"]
+    machine_id = rig.twin.resource_id("m")
+    assert [(r["change"], r["machine_id"], r["rollout_id"]) for r in records] == [
+        (change, machine_id, "test") for change in ("enable_vsm", "licensing_workaround", "enable_hotpatch")
+    ]
+    assert records[1]["outcome"] == "lost" and records[1]["parameters"]["RebootDelaySeconds"] == 60
+    patch = records[2]["body"]["properties"]["productProfile"]
+    assert "subscriptionStatus" not in patch and {"name": "Hotpatch", "subscriptionStatus": "Enable"} in patch[
+        "productFeatures"]
+    assert row["actions"] == ["enable_vsm", "licensing_workaround", "reboot", "enable_hotpatch"]
+    caplog.clear()
+    rig.run_machine("d", dry_run=True)
+    assert not [r for r in caplog.records if r.name == "arc_hotpatch.audit"], "a dry run changes nothing"
