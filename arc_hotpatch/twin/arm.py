@@ -8,11 +8,12 @@ no nulls, read-only properties filled in the way ARM fills them, secrets
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from .machine import (
+    ABSENT,
     RUN_COMMAND_HANDLER,
     LicenseProfile,
     LicenseProfileChange,
@@ -70,7 +71,7 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _invalid_content(detail: str) -> ArmError:
+def invalid_content(detail: str) -> ArmError:
     return ArmError(
         400, "InvalidRequestContent", f"The request content was invalid and could not be deserialized: {detail}"
     )
@@ -78,7 +79,7 @@ def _invalid_content(detail: str) -> ArmError:
 
 def _object(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _invalid_content(f"'{where}' must be a JSON object.")
+        raise invalid_content(f"'{where}' must be a JSON object.")
     return value
 
 
@@ -87,15 +88,41 @@ def _optional_string(container: Mapping[str, Any], key: str, where: str) -> str 
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _invalid_content(f"'{where}.{key}' must be a string.")
+        raise invalid_content(f"'{where}.{key}' must be a string.")
     return value
+
+
+def _optional_boolean(container: Mapping[str, Any], key: str, where: str) -> bool | None:
+    value = container.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise invalid_content(f"'{where}.{key}' must be a boolean.")
+    return value
+
+
+def _nested_property(
+    properties: Mapping[str, Any],
+    outer: str,
+    inner: str,
+    parse: Callable[[Mapping[str, Any], str, str], Any],
+) -> Any:
+    """``properties.outer.inner`` parsed: None if ``outer`` is null, ``ABSENT`` if either is missing."""
+    if outer not in properties:
+        return ABSENT
+    container = properties[outer]
+    if container is None:
+        return None
+    where = f"properties.{outer}"
+    container = _object(container, where)
+    if inner not in container:
+        return ABSENT
+    return parse(container, inner, where)
 
 
 def parse_tags(value: Any, where: str = "tags") -> dict[str, str]:
     if value is None:
         return {}
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise _invalid_content(f"'{where}' must be an object of string values.")
+        raise invalid_content(f"'{where}' must be an object of string values.")
     return dict(value)
 
 
@@ -132,28 +159,10 @@ def parse_license_profile(body: Any, *, partial: bool) -> LicenseProfileChange:
         return LicenseProfileChange(**fields)
     properties = _object(properties, "properties")
 
-    if "softwareAssurance" in properties:
-        assurance = properties["softwareAssurance"]
-        if assurance is None:
-            fields["software_assurance_customer"] = None
-        else:
-            assurance = _object(assurance, "properties.softwareAssurance")
-            if "softwareAssuranceCustomer" in assurance:
-                customer = assurance["softwareAssuranceCustomer"]
-                if customer is not None and not isinstance(customer, bool):
-                    raise _invalid_content(
-                        "'properties.softwareAssurance.softwareAssuranceCustomer' must be a boolean."
-                    )
-                fields["software_assurance_customer"] = customer
-
-    if "esuProfile" in properties:
-        esu = properties["esuProfile"]
-        if esu is None:
-            fields["esu_assigned_license"] = None
-        else:
-            esu = _object(esu, "properties.esuProfile")
-            if "assignedLicense" in esu:
-                fields["esu_assigned_license"] = _optional_string(esu, "assignedLicense", "properties.esuProfile")
+    fields["software_assurance_customer"] = _nested_property(
+        properties, "softwareAssurance", "softwareAssuranceCustomer", _optional_boolean
+    )
+    fields["esu_assigned_license"] = _nested_property(properties, "esuProfile", "assignedLicense", _optional_string)
 
     if "productProfile" in properties:
         product = properties["productProfile"]
@@ -184,7 +193,7 @@ def _parse_features(value: Any) -> list[tuple[str, str | None]]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _invalid_content("'properties.productProfile.productFeatures' must be an array.")
+        raise invalid_content("'properties.productProfile.productFeatures' must be an array.")
     features: list[tuple[str, str | None]] = []
     seen: set[str] = set()
     for index, item in enumerate(value):
@@ -204,13 +213,13 @@ def _parse_parameters(value: Any, where: str) -> list[dict[str, str]]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise _invalid_content(f"'{where}' must be an array of {{name, value}}.")
+        raise invalid_content(f"'{where}' must be an array of {{name, value}}.")
     parameters = []
     for index, item in enumerate(value):
         item = _object(item, f"{where}[{index}]")
         name, val = item.get("name"), item.get("value")
         if not isinstance(name, str) or not name or not isinstance(val, str):
-            raise _invalid_content(f"'{where}[{index}]' needs a string 'name' and a string 'value'.")
+            raise invalid_content(f"'{where}[{index}]' needs a string 'name' and a string 'value'.")
         parameters.append({"name": name, "value": val})
     return parameters
 
@@ -233,10 +242,10 @@ def parse_run_command(body: Any) -> RunRequest:
         clean_source["scriptUriManagedIdentity"] = source["scriptUriManagedIdentity"]
     asynchronous = properties.get("asyncExecution", False)
     if not isinstance(asynchronous, bool):
-        raise _invalid_content("'properties.asyncExecution' must be a boolean.")
+        raise invalid_content("'properties.asyncExecution' must be a boolean.")
     timeout = properties.get("timeoutInSeconds")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout < 0):
-        raise _invalid_content("'properties.timeoutInSeconds' must be a whole number >= 0.")
+        raise invalid_content("'properties.timeoutInSeconds' must be a whole number >= 0.")
     return RunRequest(
         location=location,
         tags=parse_tags(body.get("tags")),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -258,8 +259,6 @@ def subscription_ids_for(seed: int, count: int) -> tuple[str, ...]:
 
 
 def _parse_subscriptions(raw: Any, seed: int) -> tuple[str, ...]:
-    import uuid
-
     if isinstance(raw, int) and not isinstance(raw, bool):
         if not 1 <= raw <= 1000:
             raise ScenarioError(f"subscriptions: {raw!r} is not accepted; expected a count from 1 to 1000")
@@ -327,7 +326,7 @@ def load_scenario(source: str | Path | Mapping[str, Any]) -> Fleet:
                 f"{where}.machine.subscription: {template.subscription} is not accepted; "
                 f"expected an index below {len(subscriptions)} (the scenario has {len(subscriptions)})"
             )
-        base = attributes.get("name", f"machine-{index + 1}") if isinstance(attributes, Mapping) else ""
+        base = attributes.get("name", f"machine-{index + 1}")  # a mapping: machine_spec checked it
         for name in _group_names(base, count):
             if not MACHINE_NAME.match(name):
                 raise ScenarioError(

@@ -276,9 +276,7 @@ class SimulatedMachine:
         self.license_writes: list[LicenseWrite] = []
         self.payg_enrolled = False
         self.runs: dict[str, RunCommand] = {}  # lower-cased name -> current execution
-        self.run_history: list[RunCommand] = []
-        self._runs_created = 0
-        self._reboots_started = 0
+        self.run_history: list[RunCommand] = []  # every execution, in creation order
 
         self._events: list[tuple[datetime, int, str, Any]] = []
         self._event_sequence = itertools.count()
@@ -438,7 +436,6 @@ class SimulatedMachine:
         self.scheduled_reboot_at = None
         self.down = True
         self.reboots += 1
-        self._reboots_started += 1
         self.himds = "Stopped"
         self._set_agent_status("Disconnected", at)
         for run in self.runs.values():
@@ -448,7 +445,7 @@ class SimulatedMachine:
             return
         minutes = self.spec.reboot_minutes
         faults = self._faults
-        sequence = self._reboots_started
+        sequence = self.reboots
         if stable_unit(self._fault_seed, "slow-reboot", self.key, sequence) < faults.slow_reboot_rate:
             minutes += stable_uniform(
                 *faults.slow_reboot_extra_minutes, self._fault_seed, "slow-reboot-minutes", self.key, sequence
@@ -608,29 +605,28 @@ class SimulatedMachine:
         return old is None
 
     def delete_license_profile(self, at: datetime) -> bool:
-        existed = self.license_profile is not None
-        if existed:
-            old = self.license_profile
-            assert old is not None
-            self.license_writes.append(
-                LicenseWrite(
-                    method="DELETE",
-                    at=at,
-                    body=None,
-                    dropped_features=tuple(f.name for f in old.features),
-                    dropped_esu_license=old.esu_assigned_license is not None,
-                    dropped_software_assurance=old.software_assurance_customer is not None,
-                )
+        """Delete ``licenseProfiles/default``; True if there was one."""
+        old = self.license_profile
+        if old is None:
+            return False
+        self.license_writes.append(
+            LicenseWrite(
+                method="DELETE",
+                at=at,
+                body=None,
+                dropped_features=tuple(f.name for f in old.features),
+                dropped_esu_license=old.esu_assigned_license is not None,
+                dropped_software_assurance=old.software_assurance_customer is not None,
             )
+        )
         self.license_profile = None
-        return existed
+        return True
 
     # --- Run Command ---------------------------------------------------------------------------
 
     def create_run(self, name: str, request: RunRequest, at: datetime) -> tuple[RunCommand, bool]:
         """Start a new execution under ``name``; returns it and whether the resource already existed."""
-        self._runs_created += 1
-        sequence = self._runs_created
+        sequence = len(self.run_history) + 1
         total = stable_uniform(20, 40, self._seed, "run-seconds", self.key, sequence)
         pickup = stable_uniform(2, 6, self._seed, "run-pickup", self.key, sequence)
         lost = stable_unit(self._fault_seed, "lost-run", self.key, sequence) < self._faults.lost_run_result_rate
@@ -666,11 +662,11 @@ class SimulatedMachine:
             run.end_time = at
         return True
 
-    def _is_current_run(self, run: RunCommand) -> bool:
+    def is_current_run(self, run: RunCommand) -> bool:
         return not run.deleted and self.runs.get(run.name.lower()) is run
 
     def _on_run_start(self, at: datetime, run: RunCommand) -> None:
-        if not self._is_current_run(run) or run.execution_state != "Pending":
+        if not self.is_current_run(run) or run.execution_state != "Pending":
             return
         if not self.agent_reachable:
             run.waiting_for_agent = True
@@ -696,13 +692,13 @@ class SimulatedMachine:
             self._schedule(at + timedelta(seconds=run.duration_seconds), "run_finish", run)
 
     def _on_run_timeout(self, at: datetime, run: RunCommand) -> None:
-        if self._is_current_run(run) and run.execution_state == "Running" and not run.result_lost:
+        if self.is_current_run(run) and run.execution_state == "Running" and not run.result_lost:
             run.execution_state = "TimedOut"
             run.execution_message = f"The script did not finish within {run.request.timeout_in_seconds} seconds."
             run.end_time = at
 
     def _on_run_finish(self, at: datetime, run: RunCommand) -> None:
-        if not self._is_current_run(run) or run.execution_state != "Running" or run.result_lost:
+        if not self.is_current_run(run) or run.execution_state != "Running" or run.result_lost:
             return
         outcome, reporter_stopped = self._execute(run, at)
         if reporter_stopped or run.fault_lost_result:

@@ -38,6 +38,7 @@ from aiohttp import web
 from ..clock import Clock
 from .arm import (
     ArmError,
+    invalid_content,
     iso,
     license_profile_resource,
     machine_resource,
@@ -114,10 +115,13 @@ class _Call:
     body: Any
 
 
+_Handler = Callable[[_Call], _Reply]
+
+
 @dataclass(frozen=True)
 class _Route:
     operation: str  # request counting name, e.g. "machines.get"
-    handler: Callable[[_Call], _Reply] | None
+    handler: _Handler | None
     api: str  # "subscriptions" | "hybridcompute" | "none"
     category: str  # throttling bucket: reads | writes | deletes
     params: dict[str, str]
@@ -139,7 +143,7 @@ class _AsyncOperation:
         """(status, error, end time) as of ``now``."""
         run = self.run
         if run is not None:
-            if run.deleted or self.machine.runs.get(run.name.lower()) is not run:
+            if not self.machine.is_current_run(run):
                 return (
                     "Canceled",
                     {"code": "OperationCanceled", "message": "The run command was deleted or replaced."},
@@ -157,8 +161,11 @@ class _AsyncOperation:
         return "InProgress", None, None
 
 
+_CATEGORY_BY_METHOD = {"GET": "reads", "HEAD": "reads", "DELETE": "deletes"}
+
+
 def _request_category(method: str) -> str:
-    return {"GET": "reads", "HEAD": "reads", "DELETE": "deletes"}.get(method, "writes")
+    return _CATEGORY_BY_METHOD.get(method, "writes")
 
 
 class FleetTwin:
@@ -205,6 +212,29 @@ class FleetTwin:
         self._requests_by_operation: Counter[str] = Counter()
         self._throttled = 0
         self._injected: Counter[str] = Counter()
+        # A machine's child resource types (path segment, lower-cased): (type name, list handler, handlers by method).
+        self._child_routes: dict[str, tuple[str, _Handler, dict[str, _Handler]]] = {
+            "licenseprofiles": (
+                "licenseProfiles",
+                self._list_license_profiles,
+                {
+                    "GET": self._get_license_profile,
+                    "PUT": self._put_license_profile,
+                    "PATCH": self._patch_license_profile,
+                    "DELETE": self._delete_license_profile,
+                },
+            ),
+            "runcommands": (
+                "runCommands",
+                self._list_run_commands,
+                {
+                    "GET": self._get_run_command,
+                    "PUT": self._put_run_command,
+                    "PATCH": self._patch_run_command,
+                    "DELETE": self._delete_run_command,
+                },
+            ),
+        }
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -400,11 +430,7 @@ class FleetTwin:
                 try:
                     request_body = json.loads(raw) if raw else None
                 except (ValueError, UnicodeDecodeError) as exc:
-                    raise ArmError(
-                        400,
-                        "InvalidRequestContent",
-                        f"The request content was invalid and could not be deserialized: {exc}",
-                    ) from None
+                    raise invalid_content(str(exc)) from None
             assert route.handler is not None
             call = _Call(
                 now,
@@ -468,12 +494,12 @@ class FleetTwin:
                 "The api-version query parameter (?api-version=) is required for all requests.",
             )
         if route.api == "subscriptions":
-            supported = sorted(SUBSCRIPTIONS_API_VERSIONS)
             if version not in SUBSCRIPTIONS_API_VERSIONS:
+                supported = ",".join(sorted(SUBSCRIPTIONS_API_VERSIONS))
                 raise ArmError(
                     400,
                     "InvalidApiVersionParameter",
-                    f"The api-version '{version}' is invalid. The supported versions are '{','.join(supported)}'.",
+                    f"The api-version '{version}' is invalid. The supported versions are '{supported}'.",
                 )
             return
         if version == HYBRID_COMPUTE_API_VERSION:
@@ -566,7 +592,7 @@ class FleetTwin:
 
         def route(
             operation: str,
-            handler: Callable[[_Call], _Reply] | None,
+            handler: _Handler | None,
             api: str = "hybridcompute",
             allowed: Iterable[str] = ("GET",),
             **params: str,
@@ -630,33 +656,13 @@ class FleetTwin:
                 common = {"subscription": subscription, "resource_group": group, "machine": machine, "machine_key": key}
                 if len(lrest) == 2:
                     return route("machines.get", self._get_machine, **common)
-                if lrest[2] == "licenseprofiles" and len(lrest) == 3:
-                    return route("licenseProfiles.list", self._list_license_profiles, **common)
-                if lrest[2] == "licenseprofiles" and len(lrest) == 4:
-                    handlers = {
-                        "GET": self._get_license_profile,
-                        "PUT": self._put_license_profile,
-                        "PATCH": self._patch_license_profile,
-                        "DELETE": self._delete_license_profile,
-                    }
+                child = self._child_routes.get(lrest[2]) if len(lrest) in (3, 4) else None
+                if child is not None:
+                    child_type, list_handler, handlers = child
+                    if len(lrest) == 3:
+                        return route(f"{child_type}.list", list_handler, **common)
                     return route(
-                        f"licenseProfiles.{method.lower()}",
-                        handlers.get(method),
-                        allowed=handlers,
-                        name=rest[3],
-                        **common,
-                    )
-                if lrest[2] == "runcommands" and len(lrest) == 3:
-                    return route("runCommands.list", self._list_run_commands, **common)
-                if lrest[2] == "runcommands" and len(lrest) == 4:
-                    handlers = {
-                        "GET": self._get_run_command,
-                        "PUT": self._put_run_command,
-                        "PATCH": self._patch_run_command,
-                        "DELETE": self._delete_run_command,
-                    }
-                    return route(
-                        f"runCommands.{method.lower()}", handlers.get(method), allowed=handlers, name=rest[3], **common
+                        f"{child_type}.{method.lower()}", handlers.get(method), allowed=handlers, name=rest[3], **common
                     )
             return self._unknown_type(category, segments[6:], subscription)
         return not_found(
@@ -752,7 +758,8 @@ class FleetTwin:
         body: dict[str, Any] = {"value": [render(item) for item in page]}
         if offset + self.page_size < len(items):
             next_token = base64.urlsafe_b64encode(str(offset + self.page_size).encode()).decode()
-            extra = "".join(f"&{key}={value}" for key, value in call.query.items() if key == "$expand")
+            expand = call.query.get("$expand")
+            extra = "" if expand is None else f"&$expand={expand}"
             body["nextLink"] = (
                 f"{call.origin}{call.path}?api-version={call.query['api-version']}{extra}&$skiptoken={next_token}"
             )
@@ -800,12 +807,11 @@ class FleetTwin:
         *,
         seconds: float | None = None,
         run: RunCommand | None = None,
-        retry_after: int = LICENSE_RETRY_AFTER,
     ) -> dict[str, str]:
         self._operation_counter += 1
         op_id = stable_uuid(self.fleet.seed, "operation", self._operation_counter)
         completes_at = call.now + timedelta(seconds=seconds) if seconds is not None else None
-        self._operations[op_id] = _AsyncOperation(op_id, operation, machine, call.now, completes_at, run)
+        pending = self._operations[op_id] = _AsyncOperation(op_id, operation, machine, call.now, completes_at, run)
         base = (
             f"{call.origin}/subscriptions/{machine.subscription_id}/providers/Microsoft.HybridCompute"
             f"/locations/{machine.location}"
@@ -814,7 +820,7 @@ class FleetTwin:
         return {
             "Azure-AsyncOperation": f"{base}/operationStatus/{op_id}{version}",
             "Location": f"{base}/operationResults/{op_id}{version}",
-            "Retry-After": str(retry_after),
+            "Retry-After": self._retry_after(pending),
         }
 
     def _find_operation(self, call: _Call) -> _AsyncOperation:
@@ -977,7 +983,7 @@ class FleetTwin:
                 f"(executionState {existing.execution_state}). Use a new name or wait until it finishes.",
             )
         run, replaced = machine.create_run(name, request, call.now)
-        headers = self._new_operation(call, "runCommands.put", machine, run=run, retry_after=RUN_COMMAND_RETRY_AFTER)
+        headers = self._new_operation(call, "runCommands.put", machine, run=run)
         body = run_command_resource(machine, run, call.now, instance_view=False)
         return _Reply(200 if replaced else 201, body, headers)
 
