@@ -8,6 +8,7 @@ can be fed unchanged to the SDK's ``Orchestrator`` handle.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -60,8 +61,13 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime(DATETIME_FORMAT)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def parse_time(text: str) -> datetime:
-    """Parse a wire timestamp (or any ISO 8601 form) to an aware UTC datetime."""
+    """Parse a wire timestamp (or any ISO 8601 form) to an aware UTC datetime.
+
+    Memoized: every replay re-reads the timestamps of the whole history (the shim's
+    OrchestratorStarted times, timer fire times), and datetimes are immutable.
+    """
     moment = isoparse(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)

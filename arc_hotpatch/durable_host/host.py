@@ -50,7 +50,13 @@ from .errors import (
 )
 from .functions import FunctionInfo, FunctionRegistry, build_kwargs
 from .history import HistoryEvent
-from .shim import DEFAULT_MAX_ORCHESTRATION_ACTIONS, ShimFailure, ShimReplay, ShimResult
+from .shim import (
+    DEFAULT_MAX_ORCHESTRATION_ACTIONS,
+    ShimFailure,
+    ShimReplay,
+    ShimResult,
+    unknown_function_message,
+)
 
 
 def _memoize_sdk_timestamp_parsing() -> None:
@@ -159,16 +165,11 @@ class _Instance:
     last_updated_time: datetime | None = None
     output: Any = None
     custom_status: Any = None
-    failure_details: str | None = None
     history: list[HistoryEvent] = field(default_factory=list)
     history_json: list[str] = field(default_factory=list)
     inbox: deque[_Message] = field(default_factory=deque)
     waiting_on: list[str] = field(default_factory=list)
     previous_histories: deque[list[HistoryEvent]] = field(default_factory=lambda: deque(maxlen=10))
-    executions: int = 1
-    episodes: int = 0
-    replayed_events: int = 0
-    max_history: int = 0
 
 
 class _OrchestratorCrash(Exception):
@@ -277,11 +278,7 @@ class DurableHost:
         """Start with the input already JSON-encoded (what an HTTP client sent)."""
         info = self.registry.orchestrator(name)
         if info is None:
-            known = ", ".join(f"'{n}'" for n in sorted(self.registry.orchestrator_names())) or "(none)"
-            raise OrchestratorNotFound(
-                f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator function. "
-                f"Additional info: The following are the known orchestrator functions: {known}."
-            )
+            raise OrchestratorNotFound(unknown_function_message(name, "orchestrator", self._orchestrator_names))
         if input_text is not None:
             json.loads(input_text)  # reject what the extension could not deserialize either
         with self._lock:
@@ -658,6 +655,11 @@ class DurableHost:
         with self._lock:
             return not self._jobs and self._jobs_running == 0 and not self._completions
 
+    def _runnable(self) -> contextlib.AbstractContextManager[None]:
+        """Mark the enclosed work runnable: a VirtualClock does not jump while it runs."""
+        running = getattr(self.clock, "running", None)
+        return running() if running is not None else contextlib.nullcontext()
+
     def _clock_settled(self) -> bool:
         """Nothing runnable on the clock (a VirtualClock also counts released-but-not-awake sleepers)."""
         return bool(self.clock.idle())  # type: ignore[attr-defined]
@@ -702,16 +704,21 @@ class DurableHost:
         speed = float(getattr(self.clock, "speed", 1.0))
         return max(0.0, min(0.2, simulated / speed))
 
+    def _active_execution(self, instance_id: str, execution_id: str) -> _Instance | None:
+        """The instance if ``execution_id`` is its current, still active execution.
+
+        Messages addressed to a purged, finished or continued-as-new execution are dropped (DTFx discards them).
+        """
+        instance = self._instances.get(instance_id)
+        if instance is None or instance.execution_id != execution_id or instance.status not in ACTIVE_STATUSES:
+            return None
+        return instance
+
     def _drop_dead_timers(self) -> None:
         # Timers of finished executions would be discarded on delivery anyway.
         while self._timers:
             timer = self._timers[0]
-            instance = self._instances.get(timer.instance_id)
-            if (
-                instance is not None
-                and instance.execution_id == timer.execution_id
-                and (instance.status in ACTIVE_STATUSES)
-            ):
+            if self._active_execution(timer.instance_id, timer.execution_id) is not None:
                 return
             heapq.heappop(self._timers)
 
@@ -721,10 +728,8 @@ class DurableHost:
             fired = False
             while self._timers and self._timers[0].fire_at <= now:
                 timer = heapq.heappop(self._timers)
-                instance = self._instances.get(timer.instance_id)
-                if instance is None or instance.execution_id != timer.execution_id:
-                    continue
-                if instance.status not in ACTIVE_STATUSES:
+                instance = self._active_execution(timer.instance_id, timer.execution_id)
+                if instance is None:
                     continue
                 event = h.timer_fired(now, timer.timer_id, timer.fire_at_text)
                 instance.inbox.append(_Message("completion", event, timer.execution_id))
@@ -740,12 +745,9 @@ class DurableHost:
                 # Deterministic delivery order whatever order the worker threads finished in.
                 completed.sort(key=lambda item: (item[0].instance_id, item[0].execution_id, item[0].task_id))
             for job, event in completed:
-                instance = self._instances.get(job.instance_id)
-                if instance is None or instance.execution_id != job.execution_id:
-                    continue
-                if instance.status not in ACTIVE_STATUSES:
-                    continue
-                instance.inbox.append(_Message("completion", event, job.execution_id))
+                instance = self._active_execution(job.instance_id, job.execution_id)
+                if instance is not None:
+                    instance.inbox.append(_Message("completion", event, job.execution_id))
             return bool(completed)
 
     def _run_ready_episodes(self) -> None:
@@ -787,8 +789,7 @@ class DurableHost:
             history = instance.history + new_events
             context_json = self._context_json(instance, new_events)
             info = self.registry.orchestrator(instance.name)
-        running = getattr(self.clock, "running", None)
-        with running() if running is not None else contextlib.nullcontext():
+        with self._runnable():
             outcome = self._execute_orchestrator(instance, info, context_json, history)
         with self._lock:
             self._commit_episode(instance, new_events, outcome, now, context_json)
@@ -883,9 +884,6 @@ class DurableHost:
         stats["max"] = max(stats["max"], replayed)
         stats["replayed"] += replayed
         stats["episodes"] += 1
-        instance.episodes += 1
-        instance.replayed_events += replayed
-        instance.max_history = max(instance.max_history, replayed)
 
         self._append(instance, new_events)
         state = outcome.state or {}
@@ -902,12 +900,14 @@ class DurableHost:
         if outcome.failure is None and error:
             details = f"Message: {error}, StackTrace: {outcome.stack or ''}"
             outcome.failure = (f"Orchestrator function '{instance.name}' failed: {error}", details)
+        continued_as_new = False
         if outcome.failure is not None:
             reason, details = outcome.failure
             self._append(instance, [h.execution_completed(now, next_id, FAILED, reason, details or None)])
             self._finish(instance, FAILED, now, output=reason, details=details)
         elif state.get("isDone"):
-            if replay is not None and replay.continued_as_new:
+            continued_as_new = replay is not None and replay.continued_as_new
+            if continued_as_new:
                 self._append(instance, [h.continue_as_new(now, next_id, replay.continue_as_new_input)])
             else:
                 output = state.get("output")
@@ -918,7 +918,7 @@ class DurableHost:
         self._append(instance, [h.orchestrator_completed(now)])
         self._mark_played(instance)
         instance.last_updated_time = now
-        if outcome.failure is None and state.get("isDone") and replay is not None and replay.continued_as_new:
+        if continued_as_new:
             self._continue_as_new(instance, replay.continue_as_new_input, replay.carryover_events, now)
         for effect in side_effects:
             effect()
@@ -967,15 +967,12 @@ class DurableHost:
     ) -> None:
         instance.status = status
         instance.output = output
-        instance.failure_details = details
         instance.waiting_on = []
         parent = instance.parent
         if parent is None:
             return
-        parent_instance = self._instances.get(parent.instance_id)
-        if parent_instance is None or parent_instance.execution_id != parent.execution_id:
-            return
-        if parent_instance.status not in ACTIVE_STATUSES:
+        parent_instance = self._active_execution(parent.instance_id, parent.execution_id)
+        if parent_instance is None:
             return
         if status == COMPLETED:
             event = h.sub_orchestration_completed(now, parent.task_id, json.dumps(output))
@@ -994,7 +991,6 @@ class DurableHost:
         instance.history = []
         instance.history_json = []
         instance.waiting_on = []
-        instance.executions += 1
         instance.created_time = now
         self._metrics["executions"] += 1
         # Messages for the old execution are dropped; queued raised events (no execution id) stay,
@@ -1076,7 +1072,6 @@ class DurableHost:
         self._jobs_available.notify()
 
     def _worker_main(self) -> None:
-        running = getattr(self.clock, "running", None)
         while True:
             with self._jobs_available:
                 while not self._jobs and not self._closing:
@@ -1084,7 +1079,7 @@ class DurableHost:
                 if not self._jobs:
                     return
                 job = self._jobs.popleft()
-            with running() if running is not None else contextlib.nullcontext():
+            with self._runnable():
                 with self._lock:
                     self._jobs_waiting_to_start -= 1
                     self._jobs_running += 1

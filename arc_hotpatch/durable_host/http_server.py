@@ -281,28 +281,31 @@ class HttpRuntime:
         """
         kwargs = build_kwargs(info, trigger_value, self._client_bindings(info))
         if track:
-            with self._inflight_lock:
-                self.inflight += 1
+            self._begin_invocation()
         try:
             future = client_loop().submit(self._call_user_function(info, kwargs))
             return await asyncio.wrap_future(future)
         finally:
             if track:
-                with self._inflight_lock:
-                    self.inflight -= 1
-                self.host._signal()
+                self._end_invocation()
 
     def invoke(self, info: FunctionInfo, trigger_value: Any, timeout: float | None = 120.0) -> Any:
         """Synchronous invocation (from a thread that is not the client loop)."""
         kwargs = build_kwargs(info, trigger_value, self._client_bindings(info))
-        with self._inflight_lock:
-            self.inflight += 1
+        self._begin_invocation()
         try:
             return client_loop().run(self._call_user_function(info, kwargs), timeout)
         finally:
-            with self._inflight_lock:
-                self.inflight -= 1
-            self.host._signal()
+            self._end_invocation()
+
+    def _begin_invocation(self) -> None:
+        with self._inflight_lock:
+            self.inflight += 1
+
+    def _end_invocation(self) -> None:
+        with self._inflight_lock:
+            self.inflight -= 1
+        self.host._signal()
 
     def _require_function(self, name: str, trigger_type: str) -> FunctionInfo:
         info = self.host.registry.function(name)
@@ -365,15 +368,9 @@ class HttpRuntime:
                 log.exception("timer trigger %s failed", info.name)
                 self.trigger_errors.append(exc)
 
-        with self._inflight_lock:
-            self.inflight += 1
+        self._begin_invocation()
         future = self._server.submit(run())
-        future.add_done_callback(lambda _f: self._trigger_done())
-
-    def _trigger_done(self) -> None:
-        with self._inflight_lock:
-            self.inflight -= 1
-        self.host._signal()
+        future.add_done_callback(lambda _f: self._end_invocation())
 
     # ------------------------------------------------------------------ RPC endpoint
     async def _handle_rpc(self, request: web.Request) -> web.StreamResponse:
@@ -384,7 +381,7 @@ class HttpRuntime:
 
     # --------------------------------------------------- management API (shared)
     async def _management(self, request: web.Request, subpath: str, *, public: bool) -> web.StreamResponse:
-        segments = [segment for segment in subpath.split("/")]
+        segments = subpath.split("/")
         while segments and segments[-1] == "":
             segments.pop()
         hub = request.query.get("taskHub")
@@ -706,10 +703,9 @@ class HttpRuntime:
             except Exception:
                 log.exception("admin invocation of %s failed", name)
 
-        with self._inflight_lock:
-            self.inflight += 1
+        self._begin_invocation()
         task = asyncio.get_running_loop().create_task(run())
-        task.add_done_callback(lambda _t: self._trigger_done())
+        task.add_done_callback(lambda _t: self._end_invocation())
         return _json_response(202)
 
 

@@ -19,7 +19,7 @@ the real extension would, independently of the SDK's own bookkeeping.
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,6 +63,15 @@ DEFAULT_MAX_ORCHESTRATION_ACTIONS = 100_000
 DEFAULT_MAX_RETRY_INTERVAL = timedelta(days=6)
 
 
+def unknown_function_message(name: object, kind: str, known: Iterable[str]) -> str:
+    """The extension's ThrowIfFunctionDoesNotExist message; ``kind`` is "activity" or "orchestrator"."""
+    listed = ", ".join(f"'{n}'" for n in sorted(known)) or "(none)"
+    return (
+        f"The function '{name}' doesn't exist, is disabled, or is not an {kind} function. "
+        f"Additional info: The following are the known {kind} functions: {listed}."
+    )
+
+
 class ShimFailure(Exception):
     """The extension itself fails the orchestration (invalid action, unknown function...)."""
 
@@ -92,7 +101,6 @@ class ScheduledWork:
 
 @dataclass
 class ShimResult:
-    scheduled: dict[int, ScheduledWork]
     new_work: list[ScheduledWork]  # invoked ids that the history does not record yet, in id order
     next_task_id: int
     continue_as_new_input: str | None
@@ -102,6 +110,13 @@ class ShimResult:
 
 
 _PENDING, _SUCCEEDED, _FAILED, _CANCELED = "pending", "succeeded", "failed", "canceled"
+
+# ScheduledWork.kind recorded by each scheduling event type (h.SCHEDULING_EVENT_TYPES).
+_RECORDED_KIND = {
+    EventType.TASK_SCHEDULED: "activity",
+    EventType.TIMER_CREATED: "timer",
+    EventType.SUB_ORCHESTRATION_INSTANCE_CREATED: "suborchestration",
+}
 
 
 class _Task:
@@ -243,7 +258,6 @@ class ShimReplay:
         self.waiters: dict[str, list[_Task]] = defaultdict(list)  # per event name, a stack (LIFO)
         self.buffered_events: dict[str, deque[str | None]] = defaultdict(deque)  # per event name, FIFO
         self.cursor = 0
-        self.current: _Task | None = None
         self.started = False
         self.continue_as_new_input: str | None = None
         self.continued_as_new = False
@@ -257,7 +271,6 @@ class ShimReplay:
         recorded = self.recorded_ids
         new_work = [work for task_id, work in sorted(self.scheduled.items()) if task_id not in recorded]
         return ShimResult(
-            scheduled=self.scheduled,
             new_work=new_work,
             next_task_id=self.next_task_id,
             continue_as_new_input=self.continue_as_new_input,
@@ -314,10 +327,8 @@ class ShimReplay:
                 self.cursor += 1
                 task = self._invoke(action)
                 if not task.done:
-                    self.current = task
                     task.on_done(self._on_top_level_done)
                     return
-            self.current = None
         finally:
             self._advancing = False
 
@@ -329,23 +340,23 @@ class ShimReplay:
         action_type = action.get("actionType")
         label = ACTION_TYPE_NAMES.get(action_type, f"action type {action_type!r}")
         if action_type == CALL_ACTIVITY:
-            return self._schedule_activity(self._activity_name(action), action.get("input"))
+            name = self._activity_name(action)
+            self._count_action()
+            return self._schedule_activity(name, action.get("input"))
         if action_type == CALL_ACTIVITY_WITH_RETRY:
             name = self._activity_name(action)
             policy = _RetryPolicy.from_action(action.get("retryOptions"), f"{label} '{name}'")
             self._count_action()
-            return self._retry(policy, lambda: self._schedule_activity(name, action.get("input"), count=False))
+            return self._retry(policy, lambda: self._schedule_activity(name, action.get("input")))
         if action_type == CALL_SUB_ORCHESTRATOR:
             name, instance_id = self._sub_orchestration_target(action)
+            self._count_action()
             return self._schedule_sub_orchestration(name, instance_id, action.get("input"))
         if action_type == CALL_SUB_ORCHESTRATOR_WITH_RETRY:
             name, instance_id = self._sub_orchestration_target(action)
             policy = _RetryPolicy.from_action(action.get("retryOptions"), f"{label} '{name}'")
             self._count_action()
-            return self._retry(
-                policy,
-                lambda: self._schedule_sub_orchestration(name, instance_id, action.get("input"), count=False),
-            )
+            return self._retry(policy, lambda: self._schedule_sub_orchestration(name, instance_id, action.get("input")))
         if action_type == CONTINUE_AS_NEW:
             self.continue_as_new_input = action.get("input")
             self.continued_as_new = True
@@ -354,7 +365,9 @@ class ShimReplay:
             fire_at = action.get("fireAt")
             if not isinstance(fire_at, str):
                 raise ShimFailure(f"CreateTimer action without a valid fireAt: {action!r}")
-            task = self._schedule_timer(h.format_time(h.parse_time(fire_at)))
+            fire_at = h.format_time(h.parse_time(fire_at))
+            self._count_action()
+            task = self._schedule_timer(fire_at)
             if action.get("isCanceled"):
                 # The shim cancels the CancellationToken right away: the task ends, the
                 # timer message stays scheduled, and its TimerFired is later ignored.
@@ -390,21 +403,13 @@ class ShimReplay:
         # ThrowIfFunctionDoesNotExist (function names are case-insensitive in Functions).
         registered = self.activity_names_folded.get(str(name).lower())
         if registered is None:
-            known = ", ".join(f"'{n}'" for n in sorted(self.activity_names)) or "(none)"
-            raise ShimFailure(
-                f"The function '{name}' doesn't exist, is disabled, or is not an activity function. "
-                f"Additional info: The following are the known activity functions: {known}."
-            )
+            raise ShimFailure(unknown_function_message(name, "activity", self.activity_names))
         return str(name)
 
     def _sub_orchestration_target(self, action: dict[str, Any]) -> tuple[str, str | None]:
         name = action.get("functionName")
         if not name or str(name).lower() not in self.orchestrator_names_folded:
-            known = ", ".join(f"'{n}'" for n in sorted(self.orchestrator_names_folded.values())) or "(none)"
-            raise ShimFailure(
-                f"The function '{name}' doesn't exist, is disabled, or is not an orchestrator function. "
-                f"Additional info: The following are the known orchestrator functions: {known}."
-            )
+            raise ShimFailure(unknown_function_message(name, "orchestrator", self.orchestrator_names_folded.values()))
         instance_id = action.get("instanceId")
         if instance_id is not None:
             folded = str(instance_id).lower()
@@ -432,38 +437,29 @@ class ShimReplay:
         self.next_task_id += 1
         return task_id
 
-    def _schedule_activity(self, name: str, input_text: str | None, *, count: bool = True) -> _Task:
-        if count:
-            self._count_action()
-        task_id = self._new_task_id()
-        self.scheduled[task_id] = ScheduledWork(task_id, "activity", name, input_text=input_text)
-        task = _Task(f"activity '{name}' (task {task_id})")
-        self.open_tasks[task_id] = task
+    def _open(self, work: ScheduledWork, label: str) -> _Task:
+        """Record scheduled work under its task id and return the task awaiting its completion."""
+        self.scheduled[work.task_id] = work
+        task = _Task(label)
+        self.open_tasks[work.task_id] = task
         return task
 
-    def _schedule_timer(self, fire_at: str, *, count: bool = True) -> _Task:
-        if count:
-            self._count_action()
+    def _schedule_activity(self, name: str, input_text: str | None) -> _Task:
         task_id = self._new_task_id()
-        self.scheduled[task_id] = ScheduledWork(task_id, "timer", None, fire_at=fire_at)
-        task = _Task(f"timer {task_id} firing at {fire_at}")
-        self.open_tasks[task_id] = task
-        return task
+        work = ScheduledWork(task_id, "activity", name, input_text=input_text)
+        return self._open(work, f"activity '{name}' (task {task_id})")
 
-    def _schedule_sub_orchestration(
-        self, name: str, instance_id: str | None, input_text: str | None, *, count: bool = True
-    ) -> _Task:
-        if count:
-            self._count_action()
+    def _schedule_timer(self, fire_at: str) -> _Task:
+        task_id = self._new_task_id()
+        work = ScheduledWork(task_id, "timer", None, fire_at=fire_at)
+        return self._open(work, f"timer {task_id} firing at {fire_at}")
+
+    def _schedule_sub_orchestration(self, name: str, instance_id: str | None, input_text: str | None) -> _Task:
         task_id = self._new_task_id()
         # DTFx TaskOrchestrationContext: a missing id becomes "<parent execution id>:<task id>".
         actual_id = instance_id if instance_id and instance_id.strip() else f"{self.execution_id}:{task_id}"
-        self.scheduled[task_id] = ScheduledWork(
-            task_id, "suborchestration", name, input_text=input_text, instance_id=actual_id
-        )
-        task = _Task(f"sub-orchestration '{name}' instance '{actual_id}' (task {task_id})")
-        self.open_tasks[task_id] = task
-        return task
+        work = ScheduledWork(task_id, "suborchestration", name, input_text=input_text, instance_id=actual_id)
+        return self._open(work, f"sub-orchestration '{name}' instance '{actual_id}' (task {task_id})")
 
     def _retry(self, policy: _RetryPolicy, call: Callable[[], _Task]) -> _Task:
         """RetryInterceptor.Invoke: call; on failure wait a durable timer and call again."""
@@ -483,7 +479,7 @@ class ShimReplay:
                 outer.finish(_FAILED)
                 return
             fire_at = h.format_time(self._require_now() + delay)
-            self._schedule_timer(fire_at, count=False).on_done(timer_done)
+            self._schedule_timer(fire_at).on_done(timer_done)
 
         def timer_done(_timer: _Task) -> None:
             nonlocal attempt
@@ -504,29 +500,30 @@ class ShimReplay:
     # ---------------------------------------------------------- non-determinism check
     def _check_recorded(self, event: HistoryEvent) -> None:
         task_id = event["EventId"]
-        event_type = event["EventType"]
-        if event_type == EventType.TASK_SCHEDULED:
-            kind, recorded = "activity", f"activity '{event.get('Name')}'"
-        elif event_type == EventType.TIMER_CREATED:
-            kind, recorded = "timer", f"timer firing at {event.get('FireAt')}"
-        else:
-            kind = "suborchestration"
-            recorded = f"sub-orchestration '{event.get('Name')}' (instance '{event.get('InstanceId')}')"
+        kind = _RECORDED_KIND[event["EventType"]]
         self.recorded_ids.add(task_id)
         work = self.scheduled.get(task_id)
-        prefix = (
+        if work is None:
+            raise NonDeterminismError(self._non_determinism(event, "has not (yet?) scheduled this task."))
+        if work.kind != kind or (kind != "timer" and str(work.name).lower() != str(event.get("Name")).lower()):
+            found = f"instead scheduled {work.describe()} at this sequence number."
+            raise NonDeterminismError(self._non_determinism(event, found))
+
+    def _non_determinism(self, event: HistoryEvent, found: str) -> str:
+        event_type = event["EventType"]
+        if event_type == EventType.TASK_SCHEDULED:
+            recorded = f"activity '{event.get('Name')}'"
+        elif event_type == EventType.TIMER_CREATED:
+            recorded = f"timer firing at {event.get('FireAt')}"
+        else:
+            recorded = f"sub-orchestration '{event.get('Name')}' (instance '{event.get('InstanceId')}')"
+        return (
             f"Non-deterministic orchestration: instance '{self.instance_id}' (orchestrator "
             f"'{self.orchestrator_name}'): a previous execution scheduled {recorded} with sequence number "
-            f"{task_id}, but the current replay"
+            f"{event['EventId']}, but the current replay {found} Was the orchestrator code changed after "
+            "the instance started, or does it depend on non-deterministic values (current time, random "
+            "numbers, I/O)?"
         )
-        hint = (
-            " Was the orchestrator code changed after the instance started, or does it depend on "
-            "non-deterministic values (current time, random numbers, I/O)?"
-        )
-        if work is None:
-            raise NonDeterminismError(f"{prefix} has not (yet?) scheduled this task.{hint}")
-        if work.kind != kind or (kind != "timer" and str(work.name).lower() != str(event.get("Name")).lower()):
-            raise NonDeterminismError(f"{prefix} instead scheduled {work.describe()} at this sequence number.{hint}")
 
     # --------------------------------------------------------------- diagnostics
     def _waiting_on(self) -> list[str]:
@@ -535,14 +532,3 @@ class ShimReplay:
             if stack:
                 waiting.append(f"external event '{name}'")
         return waiting
-
-
-def flatten_actions(actions: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Depth-first list of the non-compound actions (for diagnostics and tests)."""
-    flat: list[dict[str, Any]] = []
-    for action in actions:
-        if action.get("actionType") in (WHEN_ALL, WHEN_ANY):
-            flat.extend(flatten_actions(action.get("compoundActions") or []))
-        else:
-            flat.append(action)
-    return flat
