@@ -365,7 +365,10 @@ class ShimReplay:
             fire_at = action.get("fireAt")
             if not isinstance(fire_at, str):
                 raise ShimFailure(f"CreateTimer action without a valid fireAt: {action!r}")
-            fire_at = h.format_time(h.parse_time(fire_at))
+            try:
+                fire_at = h.format_time(h.parse_time(fire_at))
+            except ValueError:
+                raise ShimFailure(f"CreateTimer action without a valid fireAt: {action!r}") from None
             self._count_action()
             task = self._schedule_timer(fire_at)
             if action.get("isCanceled"):
