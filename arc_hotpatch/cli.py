@@ -75,7 +75,10 @@ def check_faults(faults: str) -> str:
     return faults
 
 
-@app.command(context_settings=POLICY_CONTEXT, epilog=policy_flags_help())
+SIMULATE_BASE = replace(Policy(), reboot_policy="auto")  # a rehearsal should not wait for a person
+
+
+@app.command(context_settings=POLICY_CONTEXT, epilog=policy_flags_help(SIMULATE_BASE))
 def simulate(
     ctx: typer.Context,
     machines: MachinesOpt = None,
@@ -94,7 +97,7 @@ def simulate(
     from .runner import run_simulation
 
     fleet = build_fleet(machines, subscriptions, seed, scenario)
-    policy = build_policy(ctx, replace(load_policy({}), reboot_policy="auto"))
+    policy = build_policy(ctx, SIMULATE_BASE)
     check_faults(faults)
     console.print(
         f"Simulating [bold]{len(fleet.machines)}[/] machines in {len(fleet.subscription_ids)} subscription(s): "

@@ -61,10 +61,14 @@ def policy_from_flags(base: Policy, args: Sequence[str]) -> Policy:
         raise SettingError(spec.flag, exc.value, exc.accepted) from None
 
 
-def policy_flags_help() -> str:
-    """The flags' help, for the commands' epilog."""
-    lines = ["Policy flags (same names as the HOTPATCH_* app settings):"]
+def policy_flags_help(base: Policy | None = None) -> str:
+    """The flags' help with ``base``'s values as defaults, for the commands' epilog."""
+    lines = ["Policy flags (same names as the HOTPATCH_* app settings; a bad value is named with what is accepted):"]
+    defaults = (base or Policy()).to_json()
     for spec in SETTINGS:
         value = "" if spec.field in _BOOLEAN else " VALUE"
-        lines.append(f"  {spec.flag}{value}: {spec.help}")
+        default = defaults[spec.field]
+        shown = ",".join(default) if isinstance(default, list) else str(default).lower() if isinstance(
+            default, bool) else str(default)
+        lines.append(f"  {spec.flag}{value}: {spec.help} (default: {shown or 'none'})")
     return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""CLI policy flags mirror the app settings: same names in kebab case, same validation, errors name the flag."""
+
+from __future__ import annotations
+
+import pytest
+
+from arc_hotpatch.domain.policy import SETTINGS, Policy, SettingError
+from arc_hotpatch.policy_flags import parse_policy_flags, policy_flags_help, policy_from_flags
+
+
+def test_flags_parse_in_every_form() -> None:
+    assert parse_policy_flags(["--reboot-policy", "never", "--dry-run", "--waves=1,100%", "--no-dry-run"]) == {
+        "reboot_policy": "never", "dry_run": False, "waves": "1,100%"}
+    policy = policy_from_flags(Policy(), ["--guardrail", "10%", "--enable-timeout", "45m", "--dry-run"])
+    assert (policy.guardrail, policy.enable_timeout, policy.dry_run) == (0.1, 2700, True)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--reboot-policy", "sometimes"], "--reboot-policy"),
+        (["--concurrency"], "--concurrency"),
+        (["--no-such-flag", "1"], "--no-such-flag"),
+        (["--escalation-webhook", "ftp://x"], "--escalation-webhook"),
+    ],
+)
+def test_bad_flags_are_named(args: list[str], named: str) -> None:
+    with pytest.raises(SettingError) as caught:
+        policy_from_flags(Policy(), args)
+    assert named in str(caught.value)
+
+
+def test_every_setting_has_a_flag_in_the_help() -> None:
+    text = policy_flags_help()
+    for spec in SETTINGS:
+        assert spec.flag in text
+    assert "(default: approval)" in text and "(default: auto)" in policy_flags_help(Policy(reboot_policy="auto"))
