@@ -1,0 +1,55 @@
+"""The CLI's simulate end to end, the baseline flag in reports, and bounded concurrency per subscription."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from arc_hotpatch.cli import app
+
+
+def test_simulate_cli_writes_the_report(tmp_path: Path) -> None:
+    report_path = tmp_path / "out" / "report.json"
+    result = CliRunner().invoke(
+        app, ["simulate", "--machines", "6", "--seed", "2", "--report", str(report_path), "--workaround-mode", "off"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(report_path.read_text())
+    assert report["summary"]["machines"] == 6 == len(report["machines"])
+    assert set(report["metrics"]) >= {"virtual_makespan_s", "wall_s", "arm_requests", "arm_requests_by_operation",
+                                      "throttled_responses", "orchestrations", "max_history_events"}
+    assert "licensing_workaround" not in {a for row in report["machines"] for a in row["actions"]}
+    assert "Rollout summary" in result.output
+
+
+def test_simulate_cli_rejects_bad_input_naming_it(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.json"
+    scenario.write_text(json.dumps({"seed": 1, "groups": [{"count": 1, "machine": {"vbs_status": 7}}]}))
+    result = CliRunner().invoke(app, ["simulate", "--scenario", str(scenario)])
+    assert result.exit_code == 2 and "vbs_status" in result.output
+    result = CliRunner().invoke(app, ["simulate", "--waves", "0%"])
+    assert result.exit_code == 2 and "--waves" in result.output
+
+
+def test_report_baseline_flag(rig_for) -> None:
+    rig = rig_for({"on": {}, "off": {"os_version": "10.0.26100.4000"}, "newer": {"os_version": "10.0.26100.32230"}})
+    flags = {name: rig.run_machine(name, dry_run=True)["baseline"] for name in ("on", "off", "newer")}
+    assert flags == {"on": "on", "off": "off", "newer": "unknown"}
+
+
+def test_concurrency_bounds_machines_in_flight_per_subscription(rig_for) -> None:
+    rig = rig_for({f"m-{i}": {} for i in range(6)})
+    policy = rig.policy(reboot_policy="approval", concurrency=2, waves="100%")
+    rollout = rig.host.start_new("rollout_orchestrator", "rollout-test", {"policy": policy.to_json()})
+    rig.host.run_until(rig.clock.now() + timedelta(hours=2))
+    machines = rig.host.list_instances(instance_id_prefix="hotpatch-")
+    waiting = [s for s in machines if (s.get("customStatus") or {}).get("step") == "awaiting_approval"]
+    assert len(machines) == 2 and len(waiting) == 2, "only `concurrency` machines are started at once"
+    for status in waiting:
+        rig.host.raise_event(status["instanceId"], "RebootApproved", {"by": "test"})
+    rig.host.run_until(rig.clock.now() + timedelta(hours=2))
+    assert len(rig.host.list_instances(instance_id_prefix="hotpatch-")) == 4, "the window refills as machines finish"
+    rig.host.terminate(rollout, "test over")
