@@ -23,7 +23,6 @@ from arc_hotpatch.azure_clients import ArmConnection, hybrid_compute_client, sub
 from arc_hotpatch.clock import current_clock
 from arc_hotpatch.domain.facts import facts_from_arm, hotpatch_feature_status, parse_machine_id
 from arc_hotpatch.domain.licensing import merged_hotpatch_update, new_hotpatch_profile
-from arc_hotpatch.domain.policy import Policy
 from arc_hotpatch.domain.readiness import ScriptOutputError, parse_action_output, parse_readiness
 
 from .permissions import requires_arm_actions
@@ -52,14 +51,18 @@ def script_text(name: str) -> str:
     return (SCRIPTS_DIR / f"{name}.ps1").read_text("utf-8")
 
 
-def _connection(policy_json: dict[str, Any] | None) -> ArmConnection:
-    policy = Policy.from_json(policy_json or {})
-    return ArmConnection.from_policy(policy, token=os.environ.get(TOKEN_ENV) or None)
+def _connection(payload: dict[str, Any]) -> ArmConnection:
+    """The ARM connection for ``payload["arm_endpoint"]`` (the policy's resolved endpoint).
+
+    Orchestrations pass the endpoint, not the whole policy: every activity input is kept in
+    the history and replayed, so inputs stay small.
+    """
+    return ArmConnection.for_endpoint(payload["arm_endpoint"], token=os.environ.get(TOKEN_ENV) or None)
 
 
 def _client(payload: dict[str, Any]):  # type: ignore[no-untyped-def]
     subscription_id, _, _ = parse_machine_id(payload["machine_id"])
-    return hybrid_compute_client(_connection(payload.get("policy")), subscription_id)
+    return hybrid_compute_client(_connection(payload), subscription_id)
 
 
 def audit(payload: dict[str, Any], change: str, **details: Any) -> None:
@@ -86,13 +89,13 @@ def _as_dict(model: Any) -> dict[str, Any]:
 @requires_arm_actions("Microsoft.Resources/subscriptions/read")
 def list_subscriptions(payload: dict[str, Any]) -> list[str]:
     """Every subscription the identity can read (used when none are configured)."""
-    client = subscription_client(_connection(payload.get("policy")))
+    client = subscription_client(_connection(payload))
     return sorted(str(s.subscription_id).lower() for s in client.subscriptions.list())
 
 
 def _machine_pages(payload: dict[str, Any], continuation: str | None):  # type: ignore[no-untyped-def]
     """Pages of the subscription's (or resource group's) machines, from ``continuation`` (a nextLink)."""
-    client = hybrid_compute_client(_connection(payload.get("policy")), payload["subscription_id"])
+    client = hybrid_compute_client(_connection(payload), payload["subscription_id"])
     resource_group = payload.get("resource_group") or ""
     pager = (
         client.machines.list_by_resource_group(resource_group)
@@ -321,7 +324,7 @@ def escalate(payload: dict[str, Any]) -> dict[str, Any]:
     event = {k: payload.get(k) for k in ("machine_id", "name", "reason", "detail", "actions", "rollout_id")}
     event["kind"] = "arc_hotpatch.escalation"
     log.warning("escalation %s", json.dumps(event, sort_keys=True))
-    webhook = (Policy.from_json(payload.get("policy") or {})).escalation_webhook
+    webhook = payload.get("escalation_webhook") or ""
     if not webhook:
         return {"webhook": "not_configured"}
     delays = (0.0, 2.0, 8.0)

@@ -112,14 +112,19 @@ class ArmConnection:
 
     @classmethod
     def from_policy(cls, policy: Policy, token: str | None = None) -> ArmConnection:
-        """The policy's ARM endpoint with a static ``token`` (development) or DefaultAzureCredential.
+        """The policy's ARM endpoint (see ``for_endpoint``)."""
+        return cls.for_endpoint(policy.resolved_arm_endpoint, token)
+
+    @classmethod
+    def for_endpoint(cls, endpoint: str, token: str | None = None) -> ArmConnection:
+        """An ARM endpoint with a static ``token`` (development) or DefaultAzureCredential.
 
         One connection per (endpoint, token) per process: activities call this on every run,
         and the credential (with its token cache) and the cached clients should outlive a call.
         A loopback endpoint can only be the fleet twin, which accepts any bearer token: without
         ``token`` it gets a static one rather than a credential that would look for Azure sign-ins.
         """
-        endpoint = policy.resolved_arm_endpoint.rstrip("/")
+        endpoint = endpoint.rstrip("/")
         if token is None and is_loopback_url(endpoint):
             token = DEVELOPMENT_TOKEN
         with _connections_lock:

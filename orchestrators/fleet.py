@@ -52,12 +52,15 @@ def rollout_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
         state["run_key"] = f"{context.instance_id}:{context.current_utc_datetime:%Y%m%dT%H%M%S}"
         context.set_custom_status({"phase": "discovering", "run_key": state["run_key"]})
         subscriptions = list(policy.subscriptions) or (
-            yield context.call_activity_with_retry("list_subscriptions", ARM_RETRY, {"policy": policy.to_json()})
+            yield context.call_activity_with_retry(
+                "list_subscriptions", ARM_RETRY, {"arm_endpoint": policy.resolved_arm_endpoint}
+            )
         )
         counts = yield context.task_all([
             context.call_activity_with_retry(
                 "count_machines", ARM_RETRY,
-                {"subscription_id": s, "resource_group": policy.resource_group, "policy": policy.to_json()},
+                {"subscription_id": s, "resource_group": policy.resource_group,
+                 "arm_endpoint": policy.resolved_arm_endpoint},
             )
             for s in subscriptions
         ])
@@ -165,7 +168,7 @@ def rollout_chunk(context: df.DurableOrchestrationContext) -> Steps:
     listing = yield context.call_activity_with_retry(
         "list_machines_from", ARM_RETRY,
         {"subscription_id": state["subscription_id"], "resource_group": policy.resource_group,
-         "cursor": state["cursor"], "take": state["take"], "policy": state["policy"]},
+         "cursor": state["cursor"], "take": state["take"], "arm_endpoint": policy.resolved_arm_endpoint},
     )
     machine_ids: list[str] = listing["machine_ids"]
     if state["halted"]:

@@ -60,7 +60,6 @@ class Run:
     context: df.DurableOrchestrationContext
     machine_id: str
     policy: Policy
-    policy_json: dict[str, Any]  # as received: passed on to activities without re-serializing on every replay
     rollout_id: str
     facts: MachineFacts | None = None
     readiness: Readiness | None = None
@@ -80,7 +79,9 @@ class Run:
         )
 
     def activity_input(self, **values: Any) -> dict[str, Any]:
-        return {"machine_id": self.machine_id, "policy": self.policy_json, "rollout_id": self.rollout_id, **values}
+        # Only what activities need (the history keeps every input): not the whole policy.
+        return {"machine_id": self.machine_id, "arm_endpoint": self.policy.resolved_arm_endpoint,
+                "rollout_id": self.rollout_id, **values}
 
     def done(self, state: FinalState, reason: str, detail: str = "") -> None:
         raise Finished(Verdict(state, reason, detail))
@@ -89,12 +90,10 @@ class Run:
 @bp.orchestration_trigger(context_name="context")
 def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
     payload = context.get_input() or {}
-    policy_json = payload.get("policy") or {}
     run = Run(
         context=context,
         machine_id=payload["machine_id"],
-        policy=Policy.from_json(policy_json),
-        policy_json=policy_json,
+        policy=Policy.from_json(payload.get("policy") or {}),
         rollout_id=payload.get("rollout_id") or "",
     )
     try:
@@ -106,7 +105,8 @@ def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
         run.status("escalating", reason=verdict.reason)
         yield context.call_activity(
             "escalate",
-            run.activity_input(name=_name(run), reason=verdict.reason, detail=verdict.detail, actions=run.actions),
+            run.activity_input(name=_name(run), reason=verdict.reason, detail=verdict.detail, actions=run.actions,
+                               escalation_webhook=run.policy.escalation_webhook),
         )
     row = report_row(run, verdict)
     run.status("done", state=row["state"], reason=row["reason"])
