@@ -67,3 +67,25 @@ def test_poll_intervals_set_how_often_status_is_read(rig_for) -> None:
         counts[interval] = (by_operation["licenseProfiles.get"], by_operation["machines.get"])
     assert counts["1m"][0] > counts["5m"][0] + 10, counts  # enablement polls
     assert counts["1m"][1] > counts["5m"][1] + 5, counts  # reboot polls
+
+
+def test_a_machine_whose_orchestration_dies_is_reported_not_lost(rig_for) -> None:
+    import azure.durable_functions as df
+
+    from orchestrators.clients import rollout_report
+
+    rig = rig_for({"a": {}, "b": {}})
+    policy = rig.policy(reboot_policy="approval", waves="100%")
+    rollout = rig.host.start_new("rollout_orchestrator", "rollout-test", {"policy": policy.to_json()})
+    rig.host.run_until(rig.clock.now() + timedelta(hours=1))
+    waiting = {s["customStatus"]["machine"]: s["instanceId"] for s in rig.host.list_instances(
+        instance_id_prefix="hotpatch-")}
+    rig.host.terminate(waiting[rig.twin.resource_id("a")], "operator stopped it")
+    rig.host.raise_event(waiting[rig.twin.resource_id("b")], "RebootApproved", {"by": "test"})
+    assert rig.host.run_until_complete([rollout])[rollout]["runtimeStatus"] == "Completed"
+    client = df.DurableOrchestrationClient(rig.host.client_binding_json())
+    report = rig.host.run_client_coroutine(rollout_report(client, rollout))
+    rows = {row["name"]: row for row in report["machines"]}
+    assert (rows["a"]["state"], rows["a"]["reason"]) == ("escalated", "orchestration_failed")
+    assert "Terminated" in rows["a"]["detail"]
+    assert rows["b"]["state"] == "hotpatch_enabled" and report["summary"]["machines"] == 2
