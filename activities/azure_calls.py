@@ -107,9 +107,19 @@ def _machine_pages(payload: dict[str, Any], continuation: str | None):  # type: 
 
 @bp.activity_trigger(input_name="payload")
 @requires_arm_actions("Microsoft.HybridCompute/machines/read")
-def count_machines(payload: dict[str, Any]) -> int:
-    """How many Arc machines the subscription (or resource group) has: pages through all of them."""
-    return sum(sum(1 for _ in page) for page in _machine_pages(payload, None))
+def count_machines(payload: dict[str, Any]) -> dict[str, Any]:
+    """How many Arc machines the subscription (or resource group) has: pages through all of them.
+
+    A subscription or resource group that does not exist, or that the identity may not read, is
+    an answer (``count`` 0 with the ARM ``error``), so the rest of the fleet still rolls out;
+    throttling and server errors that outlive the SDK's retries still raise (retried later).
+    """
+    try:
+        return {"count": sum(sum(1 for _ in page) for page in _machine_pages(payload, None))}
+    except HttpResponseError as exc:
+        if exc.status_code == 429 or (exc.status_code or 0) >= 500:
+            raise
+        return {"count": 0, "error": _arm_message(exc)}
 
 
 @bp.activity_trigger(input_name="payload")

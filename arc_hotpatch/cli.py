@@ -155,6 +155,8 @@ def print_summary(report: dict[str, Any]) -> None:
         console.print(f"  [yellow]escalated[/] {row['name']}: {row['reason']} {row.get('detail', '')}")
     if len(escalated) > 10:
         console.print(f"  ... and {len(escalated) - 10} more (see the report)")
+    for error in (report.get("rollout") or {}).get("errors") or []:
+        console.print(f"  [red]not rolled out[/] subscription {error['subscription_id']}: {error['error']}")
     metrics = report.get("metrics")
     if metrics:
         console.print(

@@ -146,7 +146,7 @@ async def rollout_report(client: df.DurableOrchestrationClient, instance_id: str
     return {
         "rollout": {
             "id": instance_id, "status": status.runtime_status.value, "phase": custom.get("phase"),
-            "wave": custom.get("wave"), "waves": custom.get("waves"),
+            "wave": custom.get("wave"), "waves": custom.get("waves"), "errors": custom.get("errors") or [],
         },
         "summary": summarize(rows),
         "machines": rows,

@@ -56,7 +56,7 @@ def rollout_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
                 "list_subscriptions", ARM_RETRY, {"arm_endpoint": policy.resolved_arm_endpoint}
             )
         )
-        counts = yield context.task_all([
+        discovered = yield context.task_all([
             context.call_activity_with_retry(
                 "count_machines", ARM_RETRY,
                 {"subscription_id": s, "resource_group": policy.resource_group,
@@ -64,10 +64,14 @@ def rollout_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
             )
             for s in subscriptions
         ])
+        counts = [d["count"] for d in discovered]
         state["plan"] = {
             "subscriptions": list(subscriptions),
-            "counts": list(counts),
+            "counts": counts,
             "quotas": wave_quotas(sum(counts), policy.waves),
+            # Subscriptions that could not be read: reported, the rest of the fleet goes on.
+            "errors": [{"subscription_id": s, "error": d["error"]}
+                       for s, d in zip(subscriptions, discovered, strict=True) if d.get("error")],
         }
         state.update(
             wave=0, remaining=list(counts), cursors=[None] * len(subscriptions), chunks=[0] * len(subscriptions),
@@ -125,6 +129,7 @@ def progress(state: dict[str, Any], phase: str, takes: list[int] | None = None) 
         "machines": sum(plan["counts"]), "done": state["totals"]["machines"], "totals": state["totals"],
         "subscriptions": len(plan["subscriptions"]), "chunks": state["chunks"], "this_wave": takes or [],
         "halted_after_wave": state["halt_wave"] + 1 if "halt_wave" in state else None,
+        "errors": plan["errors"],
     }
 
 
@@ -134,7 +139,7 @@ def finish(context: df.DurableOrchestrationContext, state: dict[str, Any]) -> di
     return {
         "run_key": state["run_key"], "summary": state["totals"], "waves": state.get("waves_done", []),
         "halted": bool(state.get("halted")), "subscriptions": state["plan"]["subscriptions"],
-        "chunks": state["chunks"],
+        "chunks": state["chunks"], "errors": state["plan"]["errors"],
     }
 
 

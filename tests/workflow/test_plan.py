@@ -61,3 +61,16 @@ def test_plan_rejects_a_bad_flag_naming_it() -> None:
     assert "--reboot-policy" in result.output and "auto | approval | window | never" in result.output
     result = CliRunner().invoke(app, ["plan", "--arm-endpoint", "management.azure.com"])
     assert result.exit_code == 2 and "--arm-endpoint" in result.output
+
+
+def test_a_subscription_that_cannot_be_read_is_reported_and_the_rest_rolls_out() -> None:
+    clock = VirtualClock()
+    with FleetTwin(load_scenario(SCENARIO), clock) as twin:
+        url = twin.base_url or ""
+        missing = "00000000-0000-0000-0000-00000000dead"
+        policy = load_policy({"HOTPATCH_ARM_ENDPOINT": url,
+                              "HOTPATCH_SUBSCRIPTIONS": f"{missing},{twin.subscription_ids[1]}"})
+        report = run_plan(policy, clock=clock)
+        assert {r["name"] for r in report["machines"]} == {"other-1", "other-2"}
+        (error,) = report["rollout"]["errors"]
+        assert error["subscription_id"] == missing and "SubscriptionNotFound" in error["error"]
