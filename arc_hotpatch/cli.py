@@ -114,7 +114,8 @@ def simulate(
         console.print(f"Report written to {report}")
 
 
-def _run_with_progress(job: Any, total: int) -> dict[str, Any]:
+def _run_with_progress(job: Any, total: int | None) -> dict[str, Any]:
+    """Run ``job(progress)`` under a progress bar; ``total`` None: not known up front (plan)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     with Progress(
@@ -122,7 +123,7 @@ def _run_with_progress(job: Any, total: int) -> dict[str, Any]:
         console=console, transient=not console.is_terminal,
     ) as bar:
         task = bar.add_task("rollout", total=total)
-        return job(lambda done, _total: bar.update(task, completed=done))
+        return job(lambda done, _total: bar.update(task, completed=done, total=total or None))
 
 
 def print_summary(report: dict[str, Any]) -> None:
@@ -228,7 +229,7 @@ def plan(
         policy = replace(build_policy(ctx, load_policy(os.environ)), dry_run=True)
     except SettingError as exc:
         raise fail(str(exc)) from None
-    result = _run_with_progress(lambda progress: run_plan(policy, progress=progress), 0)
+    result = _run_with_progress(lambda progress: run_plan(policy, progress=progress), None)
     print_summary(result)
     if report is not None:
         report.write_text(json.dumps(result, indent=2) + "\n")
