@@ -19,6 +19,7 @@ import azure.durable_functions as df
 
 from .clock import Clock, SystemClock, VirtualClock
 from .domain.policy import Policy
+from .domain.schedule import MACHINE_INSTANCE_PREFIX
 from .durable_host import DurableHost
 from .twin import FleetTwin
 from .twin.fleet import Fleet
@@ -61,9 +62,10 @@ def execute_rollout(
     """Run ``rollout_orchestrator`` on the local durable host; returns (report, host metrics)."""
     import function_app  # the real app object
     from orchestrators.clients import rollout_report
+    from orchestrators.fleet import ROLLOUT_ORCHESTRATOR
 
     with DurableHost(function_app.app, clock, activity_workers=activity_workers) as host:
-        instance_id = host.start_new("rollout_orchestrator", rollout_id, {"policy": policy.to_json()})
+        instance_id = host.start_new(ROLLOUT_ORCHESTRATOR, rollout_id, {"policy": policy.to_json()})
         stop_progress = _progress_thread(host, expected_machines, progress)
         try:
             final = host.run_until_complete([instance_id], timeout_real_s=timeout_real_s)[instance_id]
@@ -161,7 +163,7 @@ def _progress_thread(host: DurableHost, total: int, progress: ProgressCallback |
     def count() -> int:
         return sum(
             1
-            for status in host.list_instances(instance_id_prefix="hotpatch-", show_input=False)
+            for status in host.list_instances(instance_id_prefix=MACHINE_INSTANCE_PREFIX, show_input=False)
             if status["runtimeStatus"] in ("Completed", "Failed", "Terminated")
         )
 

@@ -31,7 +31,6 @@ from arc_hotpatch.domain.vocabulary import (
 
 bp = df.Blueprint()
 
-MACHINE_ORCHESTRATOR = "machine_orchestrator"
 REBOOT_DELAY_S = 60  # the script schedules the restart so the run can report first
 # A script that reboots (or stops himds) reports within seconds or never: don't wait the full run timeout.
 REBOOTING_SCRIPT_TIMEOUT_S = 150

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from .policy import MaintenanceWindow
 
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
+MACHINE_INSTANCE_PREFIX = "hotpatch-"  # every per-machine orchestration's instance id starts so
 
 
 def next_window_start(window: MaintenanceWindow, now: datetime) -> datetime:
@@ -38,7 +39,7 @@ def machine_instance_id(machine_id: str) -> str:
     resource_id = machine_id.strip().lower()
     digest = hashlib.sha256(resource_id.encode()).hexdigest()[:16]
     name = _UNSAFE.sub("-", resource_id.rsplit("/", 1)[-1]).strip("-")[:40] or "machine"
-    return f"hotpatch-{name}-{digest}"
+    return f"{MACHINE_INSTANCE_PREFIX}{name}-{digest}"
 
 
 def parse_utc(text: str) -> datetime:
