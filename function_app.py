@@ -5,9 +5,9 @@ import azure.functions as func
 
 from activities.azure_calls import bp as azure_activities
 from activities.durable_calls import bp as durable_activities
-from orchestrators.clients import bp as client_functions
 from orchestrators.fleet import bp as fleet_orchestrations
 from orchestrators.machine import bp as machine_orchestration
+from orchestrators.triggers import bp as client_functions
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 for blueprint in (client_functions, fleet_orchestrations, machine_orchestration, azure_activities, durable_activities):

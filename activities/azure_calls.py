@@ -18,12 +18,34 @@ from typing import Any
 import azure.durable_functions as df
 import requests
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.mgmt.hybridcompute import HybridComputeManagementClient
 
-from arc_hotpatch.azure_clients import ArmConnection, hybrid_compute_client, subscription_client
-from arc_hotpatch.clock import current_clock
-from arc_hotpatch.domain.facts import facts_from_arm, hotpatch_feature_status, parse_machine_id
-from arc_hotpatch.domain.licensing import merged_hotpatch_update, new_hotpatch_profile
-from arc_hotpatch.domain.readiness import ScriptOutputError, parse_action_output, parse_readiness
+from core.azure_clients import ArmConnection, hybrid_compute_client, lro_polling, subscription_client
+from core.baselines import baseline_flag, load_baselines
+from core.clock import current_clock
+from core.contracts import (
+    COUNT_MACHINES,
+    ENABLE_HOTPATCH,
+    ESCALATE,
+    GET_HOTPATCH_STATUS,
+    GET_MACHINE,
+    LIST_MACHINES_FROM,
+    LIST_SUBSCRIPTIONS,
+    RUN_SCRIPT,
+    Cursor,
+    Discovery,
+    Escalation,
+    Listing,
+    ListingRequest,
+    MachineCall,
+    MachineCount,
+    MachineRead,
+    ScriptRequest,
+    ScriptResult,
+)
+from core.facts import facts_from_arm, hotpatch_feature_status, parse_machine_id
+from core.licensing import merged_hotpatch_update, new_hotpatch_profile
+from core.readiness import ScriptOutputError, parse_action_output, parse_readiness
 
 from .permissions import requires_arm_actions
 
@@ -51,29 +73,29 @@ def script_text(name: str) -> str:
     return (SCRIPTS_DIR / f"{name}.ps1").read_text("utf-8")
 
 
-def _connection(payload: dict[str, Any]) -> ArmConnection:
-    """The ARM connection for ``payload["arm_endpoint"]`` (the policy's resolved endpoint).
+def _connection(arm_endpoint: str) -> ArmConnection:
+    """The ARM connection for the policy's resolved endpoint.
 
     Orchestrations pass the endpoint, not the whole policy: every activity input is kept in
     the history and replayed, so inputs stay small.
     """
-    return ArmConnection.for_endpoint(payload["arm_endpoint"], token=os.environ.get(TOKEN_ENV) or None)
+    return ArmConnection.for_endpoint(arm_endpoint, token=os.environ.get(TOKEN_ENV) or None)
 
 
-def _client(payload: dict[str, Any]):  # type: ignore[no-untyped-def]
-    subscription_id, _, _ = parse_machine_id(payload["machine_id"])
-    return hybrid_compute_client(_connection(payload), subscription_id)
+def _client(call: MachineCall) -> HybridComputeManagementClient:
+    subscription_id, _, _ = parse_machine_id(call.machine_id)
+    return hybrid_compute_client(_connection(call.arm_endpoint), subscription_id)
 
 
-def audit(payload: dict[str, Any], change: str, **details: Any) -> None:
+def audit(call: MachineCall, change: str, **details: Any) -> None:
     """The audit trail: one structured line per change made to a machine, written where the change is made.
 
     In Azure these land in Application Insights (``traces``, logger ``arc_hotpatch.audit``) with the
     invocation's operation id, queryable per machine or rollout.
     """
     record = {
-        "kind": "arc_hotpatch.audit", "at": current_clock().now().isoformat(), "machine_id": payload["machine_id"],
-        "rollout_id": payload.get("rollout_id", ""), "change": change, **details,
+        "kind": "arc_hotpatch.audit", "at": current_clock().now().isoformat(), "machine_id": call.machine_id,
+        "rollout_id": call.rollout_id, "change": change, **details,
     }
     audit_log.info("audit %s", json.dumps(record, sort_keys=True))
 
@@ -85,118 +107,126 @@ def _as_dict(model: Any) -> dict[str, Any]:
 # --- discovery -----------------------------------------------------------------------------
 
 
-@bp.activity_trigger(input_name="payload")
+@bp.function_name(LIST_SUBSCRIPTIONS)
+@bp.activity_trigger(input_name="arm_endpoint")
 @requires_arm_actions("Microsoft.Resources/subscriptions/read")
-def list_subscriptions(payload: dict[str, Any]) -> list[str]:
+def list_subscriptions(arm_endpoint: str) -> list[str]:
     """Every subscription the identity can read (used when none are configured)."""
-    client = subscription_client(_connection(payload))
+    client = subscription_client(_connection(arm_endpoint))
     return sorted(str(s.subscription_id).lower() for s in client.subscriptions.list())
 
 
-def _machine_pages(payload: dict[str, Any], continuation: str | None):  # type: ignore[no-untyped-def]
+def _machine_pages(where: Discovery, continuation: str | None) -> Any:
     """Pages of the subscription's (or resource group's) machines, from ``continuation`` (a nextLink)."""
-    client = hybrid_compute_client(_connection(payload), payload["subscription_id"])
-    resource_group = payload.get("resource_group") or ""
+    client = hybrid_compute_client(_connection(where.arm_endpoint), where.subscription_id)
     pager = (
-        client.machines.list_by_resource_group(resource_group)
-        if resource_group
+        client.machines.list_by_resource_group(where.resource_group)
+        if where.resource_group
         else client.machines.list_by_subscription()
     )
     return pager.by_page(continuation_token=continuation)
 
 
-@bp.activity_trigger(input_name="payload")
+@bp.function_name(COUNT_MACHINES)
+@bp.activity_trigger(input_name="where")
 @requires_arm_actions("Microsoft.HybridCompute/machines/read")
-def count_machines(payload: dict[str, Any]) -> dict[str, Any]:
+def count_machines(where: Discovery) -> MachineCount:
     """How many Arc machines the subscription (or resource group) has: pages through all of them.
 
     A subscription or resource group that does not exist, or that the identity may not read, is
     an answer (``count`` 0 with the ARM ``error``), so the rest of the fleet still rolls out;
     throttling and server errors that outlive the SDK's retries still raise (retried later).
     """
+    where = Discovery.from_json(where)
     try:
-        return {"count": sum(sum(1 for _ in page) for page in _machine_pages(payload, None))}
+        return MachineCount(sum(sum(1 for _ in page) for page in _machine_pages(where, None)))
     except HttpResponseError as exc:
         if exc.status_code == 429 or (exc.status_code or 0) >= 500:
             raise
-        return {"count": 0, "error": _arm_message(exc)}
+        return MachineCount(0, error=_arm_message(exc))
 
 
-@bp.activity_trigger(input_name="payload")
+@bp.function_name(LIST_MACHINES_FROM)
+@bp.activity_trigger(input_name="request")
 @requires_arm_actions("Microsoft.HybridCompute/machines/read")
-def list_machines_from(payload: dict[str, Any]) -> dict[str, Any]:
-    """Up to ``take`` machine ids from ``cursor`` ({"page": nextLink or null, "skip": n, "done"?}) and the next cursor.
+def list_machines_from(request: ListingRequest) -> Listing:
+    """Up to ``take`` machine ids from the cursor (a page's nextLink and an offset in it), and the next cursor.
 
     A cursor is a page's continuation plus an offset in it, so an orchestration
     can walk a subscription of any size carrying a few bytes of state; only ids
     are returned (the machine orchestration reads each machine itself).
     """
-    cursor = payload.get("cursor") or {"page": None, "skip": 0}
-    take = int(payload["take"])
-    if cursor.get("done"):
-        return {"machine_ids": [], "cursor": cursor}
+    request = ListingRequest.from_json(request)
+    cursor, take = request.cursor, request.take
+    if cursor.done:
+        return Listing([], cursor)
     ids: list[str] = []
-    page_token, skip = cursor.get("page"), int(cursor.get("skip") or 0)
-    pages = _machine_pages(payload, page_token)
+    page_token, skip = cursor.page, cursor.skip
+    pages = _machine_pages(request.where, page_token)
     for page in pages:
         items = [str(_as_dict(m)["id"]) for m in page]
         wanted = items[skip : skip + take - len(ids)]
         ids.extend(wanted)
         if len(ids) >= take and skip + len(wanted) < len(items):
-            return {"machine_ids": ids, "cursor": {"page": page_token, "skip": skip + len(wanted)}}
+            return Listing(ids, Cursor(page_token, skip + len(wanted)))
         page_token, skip = pages.continuation_token, 0
         if page_token is None:
-            return {"machine_ids": ids, "cursor": {"page": None, "skip": 0, "done": True}}
+            return Listing(ids, Cursor(done=True))
         if len(ids) >= take:
             break
-    return {"machine_ids": ids, "cursor": {"page": page_token, "skip": 0}}
+    return Listing(ids, Cursor(page_token))
 
 
 # --- one machine -----------------------------------------------------------------------------
 
 
-@bp.activity_trigger(input_name="payload")
+@bp.function_name(GET_MACHINE)
+@bp.activity_trigger(input_name="call")
 @requires_arm_actions("Microsoft.HybridCompute/machines/read")
-def get_machine(payload: dict[str, Any]) -> dict[str, Any]:
-    """The machine's facts (SPEC §2) from GET with ``$expand=instanceView``; ``None`` if it is gone."""
-    _, resource_group, name = parse_machine_id(payload["machine_id"])
+def get_machine(call: MachineCall) -> MachineRead:
+    """The machine's facts (SPEC §2) from GET with ``$expand=instanceView`` and their baseline flag; not found
+    if it is gone."""
+    call = MachineCall.from_json(call)
+    _, resource_group, name = parse_machine_id(call.machine_id)
     try:
-        machine = _client(payload).machines.get(resource_group, name, expand="instanceView")
+        machine = _client(call).machines.get(resource_group, name, expand="instanceView")
     except ResourceNotFoundError:
-        return {"found": False}
-    return {"found": True, "facts": facts_from_arm(_as_dict(machine)).to_json()}
+        return MachineRead(found=False)
+    facts = facts_from_arm(_as_dict(machine))
+    version = facts.os_version
+    flag = baseline_flag(version.build if version else None, version.revision if version else None, None,
+                         load_baselines(call.baselines_file))
+    return MachineRead(found=True, facts=facts.to_json(), baseline=flag.value)
 
 
-@bp.activity_trigger(input_name="payload")
+@bp.function_name(RUN_SCRIPT)
+@bp.activity_trigger(input_name="request")
 @requires_arm_actions(
     "Microsoft.HybridCompute/machines/runCommands/write",
     "Microsoft.HybridCompute/machines/runCommands/read",
     "Microsoft.HybridCompute/machines/runCommands/delete",
     *LRO_STATUS_ACTIONS,
 )
-def run_script(payload: dict[str, Any]) -> dict[str, Any]:
+def run_script(request: ScriptRequest) -> ScriptResult:
     """Run one of our scripts through Arc Run Command and wait for its result.
 
-    Input: machine_id, location, script, run_name (unique per step and attempt),
-    parameters ({name: value}), timeout_s, policy. Output: ``status`` =
-    ``succeeded`` (with ``result``, the parsed JSON line), ``failed`` (with
-    ``error``) or ``lost`` (no terminal state before the timeout: expected for
-    a script that stops himds or reboots; the caller verifies by re-reading
-    facts). The run command resource is deleted when done.
+    Returns ``succeeded`` (with ``result``, the parsed JSON line), ``failed`` (with ``error``) or
+    ``lost`` (no terminal state before the timeout: expected for a script that stops himds or
+    reboots; the caller verifies by re-reading facts). The run command resource is deleted when done.
     """
-    script = payload["script"]
+    request = ScriptRequest.from_json(request)
+    call, script = request.machine, request.script
     text = script_text(script)
-    _, resource_group, machine = parse_machine_id(payload["machine_id"])
-    run_name = payload["run_name"]
-    timeout_s = float(payload.get("timeout_s") or 600)
-    client = _client(payload)
-    runs = client.machine_run_commands
+    _, resource_group, machine = parse_machine_id(call.machine_id)
+    run_name = request.run_name
+    timeout_s = float(request.timeout_s or 600)
+    runs = _client(call).machine_run_commands
     body = {
-        "location": payload["location"],
+        "location": call.location,
         "properties": {
             "source": {"script": text},
             # Data only as parameters: the script text never has values formatted into it.
-            "parameters": [{"name": k, "value": str(v)} for k, v in sorted((payload.get("parameters") or {}).items())],
+            "parameters": [{"name": k, "value": str(v)} for k, v in sorted(request.parameters.items())],
             "asyncExecution": True,  # the PUT returns once started; we follow the instance view
             "timeoutInSeconds": int(timeout_s),
         },
@@ -219,8 +249,8 @@ def run_script(payload: dict[str, Any]) -> dict[str, Any]:
             # A rejection (4xx) is the run's own failure.
             if exc.status_code == 429 or (exc.status_code or 0) >= 500:
                 raise
-            return {"status": "failed", "error": f"Run Command not started: {_arm_message(exc)}"}
-    outcome: dict[str, Any] = {"status": "lost", "error": f"no result within {int(timeout_s)} s"}
+            return ScriptResult(ScriptResult.FAILED, error=f"Run Command not started: {_arm_message(exc)}")
+    outcome = ScriptResult(ScriptResult.LOST, error=f"no result within {int(timeout_s)} s")
     poll = RUN_POLL_FIRST_S
     while True:
         clock.sleep(poll)  # no script finishes at once: look after the first interval
@@ -228,22 +258,20 @@ def run_script(payload: dict[str, Any]) -> dict[str, Any]:
         view = properties.get("instanceView") or {}
         state = view.get("executionState") or "Unknown"
         if state in TERMINAL_RUN_STATES:
-            outcome = _script_outcome(script, state, view)
+            outcome = _script_outcome(script, state, view, call.baselines_file)
             break
         if properties.get("provisioningState") == "Failed":
-            outcome = {"status": "failed", "error": f"Run Command not started: {view.get('error') or 'failed'}"}
+            error = view.get("error") or "failed"
+            outcome = ScriptResult(ScriptResult.FAILED, error=f"Run Command not started: {error}")
             break
         if (clock.now() - started).total_seconds() >= timeout_s:
             break
         poll = min(poll * 2, RUN_POLL_MAX_S)
     _delete_run(runs, resource_group, machine, run_name)
-    log.info(
-        "run_command machine=%s script=%s run=%s status=%s",
-        payload["machine_id"], script, run_name, outcome["status"],
-    )
+    log.info("run_command machine=%s script=%s run=%s status=%s", call.machine_id, script, run_name, outcome.status)
     if script in CHANGING_SCRIPTS:  # every attempt, failed ones too (a failed script may have changed something)
-        audit(payload, script, run_name=run_name, parameters=payload.get("parameters") or {},
-              started_at=started.isoformat(), outcome=outcome["status"], error=outcome.get("error", ""))
+        audit(call, script, run_name=run_name, parameters=request.parameters, started_at=started.isoformat(),
+              outcome=outcome.status, error=outcome.error)
     return outcome
 
 
@@ -254,16 +282,18 @@ def _arm_message(exc: HttpResponseError) -> str:
     return str(exc.message or exc).splitlines()[0]
 
 
-def _script_outcome(script: str, state: str, view: dict[str, Any]) -> dict[str, Any]:
+def _script_outcome(script: str, state: str, view: dict[str, Any], baselines_file: str) -> ScriptResult:
     if state != "Succeeded" or view.get("exitCode") not in (0, None):
         detail = (view.get("error") or view.get("executionMessage") or "").strip()[-500:]
-        return {"status": "failed", "error": f"{state}, exit code {view.get('exitCode')}: {detail}"}
+        return ScriptResult(ScriptResult.FAILED, error=f"{state}, exit code {view.get('exitCode')}: {detail}")
     try:
         if script == "readiness":
-            return {"status": "succeeded", "result": parse_readiness(view.get("output")).to_json()}
-        return {"status": "succeeded", "result": parse_action_output(view.get("output"), script)}
+            readiness = parse_readiness(view.get("output"))
+            flag = baseline_flag(readiness.build, readiness.ubr, readiness.hotfixes, load_baselines(baselines_file))
+            return ScriptResult(ScriptResult.SUCCEEDED, result=readiness.to_json(), baseline=flag.value)
+        return ScriptResult(ScriptResult.SUCCEEDED, result=parse_action_output(view.get("output"), script))
     except ScriptOutputError as exc:
-        return {"status": "failed", "error": f"unusable output: {exc}"}
+        return ScriptResult(ScriptResult.FAILED, error=f"unusable output: {exc}")
 
 
 def _delete_run(runs: Any, resource_group: str, machine: str, run_name: str) -> None:
@@ -276,13 +306,14 @@ def _delete_run(runs: Any, resource_group: str, machine: str, run_name: str) -> 
         log.warning("run_command_cleanup_failed run=%s error=%s", run_name, _arm_message(exc))
 
 
-@bp.activity_trigger(input_name="payload")
+@bp.function_name(ENABLE_HOTPATCH)
+@bp.activity_trigger(input_name="call")
 @requires_arm_actions(
     "Microsoft.HybridCompute/machines/licenseProfiles/read",
     "Microsoft.HybridCompute/machines/licenseProfiles/write",
     *LRO_STATUS_ACTIONS,
 )
-def enable_hotpatch(payload: dict[str, Any]) -> dict[str, Any]:
+def enable_hotpatch(call: MachineCall) -> dict[str, Any]:
     """GET the license profile, merge only the Hotpatch feature, write it back.
 
     Existing profile: PATCH with the merged feature list (keeps esuProfile and
@@ -290,32 +321,36 @@ def enable_hotpatch(payload: dict[str, Any]) -> dict[str, Any]:
     yet: PUT a new one. Never the top-level productProfile.subscriptionStatus
     (that enrolls billed pay-as-you-go).
     """
-    _, resource_group, machine = parse_machine_id(payload["machine_id"])
-    profiles = _client(payload).license_profiles
+    call = MachineCall.from_json(call)
+    _, resource_group, machine = parse_machine_id(call.machine_id)
+    profiles = _client(call).license_profiles
     try:
         current = _as_dict(profiles.get(resource_group, machine))
     except ResourceNotFoundError:
         current = None
     if current is None:
-        body = new_hotpatch_profile(payload["location"])
-        result = _as_dict(profiles.begin_create_or_update(resource_group, machine, body).result())
+        body = new_hotpatch_profile(call.location)
+        poller = profiles.begin_create_or_update(resource_group, machine, body, polling=lro_polling(call.arm_endpoint))
         operation = "put"
     else:
         body = merged_hotpatch_update(current)
-        result = _as_dict(profiles.begin_update(resource_group, machine, body).result())
+        poller = profiles.begin_update(resource_group, machine, body, polling=lro_polling(call.arm_endpoint))
         operation = "patch"
-    audit(payload, "enable_hotpatch", operation=operation, body=body,
+    result = _as_dict(poller.result())
+    audit(call, "enable_hotpatch", operation=operation, body=body,
           status=hotpatch_feature_status(result.get("properties")))
     return {"operation": operation, "status": hotpatch_feature_status(result.get("properties"))}
 
 
-@bp.activity_trigger(input_name="payload")
+@bp.function_name(GET_HOTPATCH_STATUS)
+@bp.activity_trigger(input_name="call")
 @requires_arm_actions("Microsoft.HybridCompute/machines/licenseProfiles/read")
-def get_hotpatch_status(payload: dict[str, Any]) -> str | None:
+def get_hotpatch_status(call: MachineCall) -> str | None:
     """The Hotpatch feature's status (Enabling, Enabled, Failed, ...), None without a profile."""
-    _, resource_group, machine = parse_machine_id(payload["machine_id"])
+    call = MachineCall.from_json(call)
+    _, resource_group, machine = parse_machine_id(call.machine_id)
     try:
-        profile = _as_dict(_client(payload).license_profiles.get(resource_group, machine))
+        profile = _as_dict(_client(call).license_profiles.get(resource_group, machine))
     except ResourceNotFoundError:
         return None
     return hotpatch_feature_status(profile.get("properties"))
@@ -324,17 +359,22 @@ def get_hotpatch_status(payload: dict[str, Any]) -> str | None:
 # --- people ------------------------------------------------------------------------------------
 
 
-@bp.activity_trigger(input_name="payload")
-def escalate(payload: dict[str, Any]) -> dict[str, Any]:
+@bp.function_name(ESCALATE)
+@bp.activity_trigger(input_name="escalation")
+def escalate(escalation: Escalation) -> dict[str, Any]:
     """Hand a machine to a human: one structured log line always, plus a JSON POST to the webhook.
 
     The webhook URL may carry a secret, so it is never logged; a failing webhook
     is logged (without the URL) and does not fail the orchestration.
     """
-    event = {k: payload.get(k) for k in ("machine_id", "name", "reason", "detail", "actions", "rollout_id")}
-    event["kind"] = "arc_hotpatch.escalation"
+    escalation = Escalation.from_json(escalation)
+    event = {
+        "kind": "arc_hotpatch.escalation", "machine_id": escalation.machine.machine_id, "name": escalation.name,
+        "reason": escalation.reason, "detail": escalation.detail, "actions": escalation.actions,
+        "rollout_id": escalation.machine.rollout_id,
+    }
     log.warning("escalation %s", json.dumps(event, sort_keys=True))
-    webhook = payload.get("escalation_webhook") or ""
+    webhook = escalation.escalation_webhook
     if not webhook:
         return {"webhook": "not_configured"}
     delays = (0.0, 2.0, 8.0)
@@ -348,5 +388,5 @@ def escalate(payload: dict[str, Any]) -> dict[str, Any]:
             last_error = f"HTTP {response.status_code}"
         except requests.RequestException as exc:
             last_error = type(exc).__name__
-    log.error("escalation_webhook_failed machine=%s error=%s", payload.get("machine_id"), last_error)
+    log.error("escalation_webhook_failed machine=%s error=%s", escalation.machine.machine_id, last_error)
     return {"webhook": "failed", "error": last_error}

@@ -24,7 +24,7 @@ import azure.functions as func
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from arc_hotpatch.clock import VirtualClock
+from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.durable_host import DurableHost
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)

@@ -54,7 +54,7 @@ def proc_status_kb(field: str) -> int:
 
 def final_state_problems(report: dict[str, Any], expected_ids: set[str]) -> list[str]:
     """Machines missing from the report, reported twice, or without a final state."""
-    from arc_hotpatch.domain.vocabulary import FinalState
+    from core.vocabulary import FinalState
 
     final_states = {state.value for state in FinalState}
     rows = report["machines"]
@@ -79,9 +79,9 @@ def run_one(
 ) -> dict[str, Any]:
     """One rollout in this process; the result row (without the parent's peak RSS)."""
     sys.path.insert(0, str(REPO_ROOT))
-    from arc_hotpatch.domain.policy import Policy
     from arc_hotpatch.runner import run_simulation
     from arc_hotpatch.twin.fleet import generate_fleet
+    from core.policy import Policy
 
     fleet = generate_fleet(machines=machines, subscriptions=subscriptions, seed=seed)
     policy = replace(Policy(), reboot_policy="auto")

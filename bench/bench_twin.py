@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     options = parser.parse_args()
 
-    from arc_hotpatch.clock import ScaledClock
+    from arc_hotpatch.clocks import ScaledClock
     from arc_hotpatch.twin import FleetTwin, generate_fleet
 
     rss_before = _rss_mb()

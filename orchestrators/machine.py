@@ -7,27 +7,43 @@ a durable timer, and the only clock is ``context.current_utc_datetime``.
 from __future__ import annotations
 
 import json
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
 
-from arc_hotpatch.domain.baselines import baseline_flag, load_baselines
-from arc_hotpatch.domain.facts import MachineFacts, parse_machine_id
-from arc_hotpatch.domain.policy import Policy
-from arc_hotpatch.domain.readiness import Readiness
-from arc_hotpatch.domain.rules import Verdict, check_arm_facts, check_readiness, plan_actions, workaround_applies
-from arc_hotpatch.domain.schedule import next_window_start, parse_utc
-from arc_hotpatch.domain.vocabulary import (
+from core.contracts import (
+    ENABLE_HOTPATCH,
+    ESCALATE,
+    GET_HOTPATCH_STATUS,
+    GET_MACHINE,
+    MACHINE_ORCHESTRATOR,
+    RUN_SCRIPT,
+    Escalation,
+    MachineCall,
+    MachineInput,
+    MachineRead,
+    ReportRow,
+    ScriptRequest,
+    ScriptResult,
+)
+from core.facts import MachineFacts, parse_machine_id
+from core.policy import Policy
+from core.readiness import Readiness
+from core.rules import Verdict, check_arm_facts, check_readiness, plan_actions, workaround_applies
+from core.schedule import next_window_start, parse_utc
+from core.vocabulary import (
     REBOOT_APPROVED_EVENT,
     Action,
+    BaselineFlag,
     FinalState,
     Reason,
     RebootPolicy,
     WorkaroundMode,
 )
+
+from .steps import ARM_RETRY, Steps
 
 bp = df.Blueprint()
 
@@ -38,10 +54,7 @@ REBOOTING_SCRIPT_TIMEOUT_S = 150
 # "about 10 minutes"; polling from the start would only grow the history (and the ARM bill).
 REBOOT_FIRST_CHECK_S = REBOOT_DELAY_S + 180
 ENABLE_FIRST_CHECK_S = 8 * 60
-ARM_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=10_000, max_number_of_attempts=4)
 RUN_RETRY_BASE_S = 30
-
-Steps = Generator[Any, Any, Any]
 
 
 class Finished(Exception):
@@ -57,15 +70,26 @@ class Run:
     """Everything one orchestration execution knows; rebuilt identically on every replay."""
 
     context: df.DurableOrchestrationContext
-    machine_id: str
-    policy: Policy
-    rollout_id: str
+    input: MachineInput
     facts: MachineFacts | None = None
     readiness: Readiness | None = None
+    baseline: str = BaselineFlag.UNKNOWN.value  # from the latest read (ARM facts, then readiness)
     actions: list[str] = field(default_factory=list)
     reboots: int = 0
     workaround_done: bool = False
     run_seq: int = 0
+
+    @property
+    def machine_id(self) -> str:
+        return self.input.machine_id
+
+    @property
+    def policy(self) -> Policy:
+        return self.input.policy
+
+    @property
+    def rollout_id(self) -> str:
+        return self.input.rollout_id
 
     @property
     def now(self) -> datetime:
@@ -77,24 +101,29 @@ class Run:
              **extra}
         )
 
-    def activity_input(self, **values: Any) -> dict[str, Any]:
+    def call(self) -> MachineCall:
         # Only what activities need (the history keeps every input): not the whole policy.
-        return {"machine_id": self.machine_id, "arm_endpoint": self.policy.resolved_arm_endpoint,
-                "rollout_id": self.rollout_id, **values}
+        return MachineCall(
+            machine_id=self.machine_id, arm_endpoint=self.policy.resolved_arm_endpoint, rollout_id=self.rollout_id,
+            location=self.facts.location if self.facts else "", baselines_file=self.policy.baselines_file,
+        )
+
+    def read_machine(self) -> Steps:
+        """The machine's ARM facts now (None when the resource is gone); keeps its baseline flag."""
+        read = yield self.context.call_activity_with_retry(GET_MACHINE, ARM_RETRY, self.call())
+        read = MachineRead.from_json(read)
+        if read.found and self.readiness is None:
+            self.baseline = read.baseline
+        return MachineFacts.from_json(read.facts) if read.found and read.facts else None
 
     def done(self, state: FinalState, reason: str, detail: str = "") -> None:
         raise Finished(Verdict(state, reason, detail))
 
 
+@bp.function_name(MACHINE_ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
 def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
-    payload = context.get_input() or {}
-    run = Run(
-        context=context,
-        machine_id=payload["machine_id"],
-        policy=Policy.from_json(payload.get("policy") or {}),
-        rollout_id=payload.get("rollout_id") or "",
-    )
+    run = Run(context=context, input=MachineInput.from_json(context.get_input()))
     try:
         yield from workflow(run)
         verdict = Verdict(FinalState.HOTPATCH_ENABLED, Reason.ENABLED if run.actions else Reason.ALREADY_ENABLED)
@@ -103,42 +132,28 @@ def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
     if verdict.state == FinalState.ESCALATED:
         run.status("escalating", reason=verdict.reason)
         yield context.call_activity(
-            "escalate",
-            run.activity_input(name=_name(run), reason=verdict.reason, detail=verdict.detail, actions=run.actions,
-                               escalation_webhook=run.policy.escalation_webhook),
+            ESCALATE,
+            Escalation(run.call(), name=_name(run), reason=verdict.reason, detail=verdict.detail,
+                       actions=list(run.actions), escalation_webhook=run.policy.escalation_webhook),
         )
     row = report_row(run, verdict)
-    run.status("done", state=row["state"], reason=row["reason"])
-    return row
+    run.status("done", state=row.state, reason=row.reason)
+    return row.to_json()  # plain JSON: the status API and the report show it as it is
 
 
 def _name(run: Run) -> str:
     return run.facts.name if run.facts else parse_machine_id(run.machine_id)[2]
 
 
-def report_row(run: Run, verdict: Verdict) -> dict[str, Any]:
+def report_row(run: Run, verdict: Verdict) -> ReportRow:
     """The machine's line of the report (SPEC §5)."""
     subscription_id, _, name = parse_machine_id(run.machine_id)
-    facts, readiness = run.facts, run.readiness
-    os_version = facts.os_version_text if facts else ""
-    baselines = load_baselines(run.policy.baselines_file)
-    if readiness is not None:
-        flag = baseline_flag(readiness.build, readiness.ubr, readiness.hotfixes, baselines)
-    else:
-        version = facts.os_version if facts else None
-        flag = baseline_flag(version.build if version else None, version.revision if version else None, None, baselines)
-    return {
-        "id": run.machine_id,
-        "subscription_id": subscription_id,
-        "name": facts.name if facts else name,
-        "state": verdict.state.value,
-        "reason": str(verdict.reason),
-        "actions": list(run.actions),
-        "reboots": run.reboots,
-        "os_version": os_version,
-        "baseline": flag.value,
-        "detail": verdict.detail,
-    }
+    facts = run.facts
+    return ReportRow(
+        id=run.machine_id, subscription_id=subscription_id, name=facts.name if facts else name,
+        state=verdict.state.value, reason=str(verdict.reason), actions=list(run.actions), reboots=run.reboots,
+        os_version=facts.os_version_text if facts else "", baseline=run.baseline, detail=verdict.detail,
+    )
 
 
 # --- the workflow --------------------------------------------------------------------------------
@@ -147,10 +162,10 @@ def report_row(run: Run, verdict: Verdict) -> dict[str, Any]:
 def workflow(run: Run) -> Steps:
     policy = run.policy
     run.status("reading_machine")
-    machine = yield run.context.call_activity_with_retry("get_machine", ARM_RETRY, run.activity_input())
-    if not machine.get("found"):
-        run.done(FinalState.SKIPPED_DISCONNECTED, "machine_not_found", "the Arc resource no longer exists")
-    run.facts = MachineFacts.from_json(machine["facts"])
+    facts = yield from run.read_machine()
+    if facts is None:
+        run.done(FinalState.SKIPPED_DISCONNECTED, Reason.MACHINE_NOT_FOUND, "the Arc resource no longer exists")
+    run.facts = facts
     verdict = check_arm_facts(run.facts, policy.exclude_tag)
     if verdict:
         raise Finished(verdict)
@@ -180,9 +195,7 @@ def workflow(run: Run) -> Steps:
 
     if plan.enable_hotpatch:
         run.status("enabling_hotpatch")
-        yield run.context.call_activity_with_retry(
-            "enable_hotpatch", ARM_RETRY, run.activity_input(location=run.facts.location)
-        )
+        yield run.context.call_activity_with_retry(ENABLE_HOTPATCH, ARM_RETRY, run.call())
         run.actions.append(Action.ENABLE_HOTPATCH.value)
         outcome = yield from wait_for_enablement(run)
         reactive = policy.workaround_mode == WorkaroundMode.REACTIVE and not run.workaround_done
@@ -204,11 +217,12 @@ def read_readiness(run: Run, attempts: int | None = None) -> Steps:
     With ``attempts=1`` (polling around a reboot, where failures are expected) a failure returns None.
     """
     result = yield from run_script(run, "readiness", {}, attempts=attempts)
-    if result["status"] != "succeeded":
+    if not result.succeeded:
         if attempts == 1:
             return None
-        run.done(FinalState.ESCALATED, Reason.RUN_COMMAND_FAILED, f"readiness: {result.get('error', '')}")
-    return Readiness.from_json(result["result"])
+        run.done(FinalState.ESCALATED, Reason.RUN_COMMAND_FAILED, f"readiness: {result.error}")
+    run.baseline = result.baseline
+    return Readiness.from_json(result.result or {})
 
 
 def run_script(
@@ -220,23 +234,20 @@ def run_script(
     Returns the first usable result (``succeeded``, or ``lost`` when ``accept_lost``), else the last one.
     """
     total = attempts or max(3, run.policy.run_command_attempts)
-    result: dict[str, Any] = {}
+    result = ScriptResult(ScriptResult.FAILED, error="not run")
     for attempt in range(1, total + 1):
         run.run_seq += 1
         run_name = f"hotpatch-{script.replace('_', '-')}-{run.now:%Y%m%d%H%M%S}-{run.run_seq}"
+        request = ScriptRequest(
+            run.call(), script=script, run_name=run_name, parameters={"RequestId": run_name, **parameters},
+            timeout_s=min(run.policy.run_command_timeout, REBOOTING_SCRIPT_TIMEOUT_S)
+            if accept_lost else run.policy.run_command_timeout,
+        )
         try:
-            result = yield run.context.call_activity(
-                "run_script",
-                run.activity_input(
-                    location=run.facts.location if run.facts else "", script=script, run_name=run_name,
-                    parameters={"RequestId": run_name, **parameters},
-                    timeout_s=min(run.policy.run_command_timeout, REBOOTING_SCRIPT_TIMEOUT_S)
-                    if accept_lost else run.policy.run_command_timeout,
-                ),
-            )
+            result = ScriptResult.from_json((yield run.context.call_activity(RUN_SCRIPT, request)))
         except Exception as exc:  # an ARM error that outlived the SDK's own retries
-            result = {"status": "failed", "error": _first_line(exc)}
-        if result["status"] == "succeeded" or (result["status"] == "lost" and accept_lost):
+            result = ScriptResult(ScriptResult.FAILED, error=_first_line(exc))
+        if result.succeeded or (result.status == ScriptResult.LOST and accept_lost):
             return result
         if attempt < total:
             delay = RUN_RETRY_BASE_S * 2 ** (attempt - 1)
@@ -244,16 +255,13 @@ def run_script(
     return result
 
 
-def usable(result: dict[str, Any]) -> bool:
-    return result["status"] in ("succeeded", "lost")
+def usable(result: ScriptResult) -> bool:
+    return result.status in (ScriptResult.SUCCEEDED, ScriptResult.LOST)
 
 
-def script_failed(run: Run, script: str, result: dict[str, Any]) -> None:
+def script_failed(run: Run, script: str, result: ScriptResult) -> None:
     attempts = max(3, run.policy.run_command_attempts)
-    run.done(
-        FinalState.ESCALATED, Reason.RUN_COMMAND_FAILED,
-        f"{script} failed {attempts} times: {result.get('error', '')}",
-    )
+    run.done(FinalState.ESCALATED, Reason.RUN_COMMAND_FAILED, f"{script} failed {attempts} times: {result.error}")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -306,7 +314,7 @@ def change_and_reboot(run: Run, *, enable_vsm: bool, workaround: bool) -> Steps:
     if enable_vsm:
         run.status("enabling_vsm")
         result = yield from run_script(run, "enable_vsm", {})
-        if result["status"] != "succeeded":
+        if not result.succeeded:
             script_failed(run, "enable_vsm", result)
         run.actions.append(Action.ENABLE_VSM.value)
     requested_at = run.now
@@ -344,8 +352,8 @@ def wait_for_reboot(run: Run, requested_at: datetime) -> Steps:
     run.status("waiting_for_reboot", requested_at=requested_at.isoformat())
     yield run.context.create_timer(min(run.now + timedelta(seconds=REBOOT_FIRST_CHECK_S), deadline))
     while True:
-        machine = yield run.context.call_activity_with_retry("get_machine", ARM_RETRY, run.activity_input())
-        if machine.get("found") and machine["facts"]["status"] == "Connected":
+        facts = yield from run.read_machine()
+        if facts is not None and facts.status == "Connected":
             readiness = yield from read_readiness(run, attempts=1)  # failures are expected around a reboot
             if readiness is not None and parse_utc(readiness.last_boot) > requested_at:
                 return readiness
@@ -363,7 +371,7 @@ def wait_for_enablement(run: Run) -> Steps:
     while True:
         yield run.context.create_timer(min(run.now + wait, deadline))
         wait = poll
-        status = yield run.context.call_activity_with_retry("get_hotpatch_status", ARM_RETRY, run.activity_input())
+        status = yield run.context.call_activity_with_retry(GET_HOTPATCH_STATUS, ARM_RETRY, run.call())
         if (status or "").lower() == "enabled":
             return "enabled"
         if (status or "").lower() == "failed":

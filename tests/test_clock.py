@@ -6,7 +6,7 @@ import threading
 import time
 from datetime import timedelta
 
-from arc_hotpatch.clock import ScaledClock, VirtualClock, current_clock, install_clock
+from arc_hotpatch.clocks import ScaledClock, VirtualClock, current_clock, install_clock
 
 
 def test_sleeper_parks_until_the_clock_reaches_its_deadline() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import azure.functions as func
 import pytest
 
-from arc_hotpatch.domain.policy import Policy, SettingError
-from orchestrators.clients import machine_from_event, parse_rollout_request
+from core.policy import Policy, SettingError
 from orchestrators.machine import approval_payload
+from orchestrators.triggers import machine_from_event, parse_rollout_request
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 SPEC_EXAMPLES = Path(__file__).parents[3] / "shared/azure-rest-api-specs/specification/eventgrid/data-plane"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from arc_hotpatch.domain.baselines import BaselineDataError, baseline_flag, load_baselines
+from core.baselines import BaselineDataError, baseline_flag, load_baselines
 
 
 def test_shipped_baseline_is_the_october_2025_one() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from arc_hotpatch.domain.licensing import merged_hotpatch_update, new_hotpatch_profile
+from core.licensing import merged_hotpatch_update, new_hotpatch_profile
 
 CURRENT = {
     "id": "/subscriptions/s/resourceGroups/rg/providers/Microsoft.HybridCompute/machines/m/licenseProfiles/default",

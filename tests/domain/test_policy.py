@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from arc_hotpatch.domain.policy import (
+from core.policy import (
     SETTINGS,
     Policy,
     SettingError,
     Wave,
     apply_overrides,
+    check_files,
     load_policy,
     parse_duration,
     parse_waves,
@@ -63,8 +64,14 @@ def test_bad_app_setting_is_one_clear_line(spec) -> None:  # type: ignore[no-unt
 @pytest.mark.parametrize("field", sorted(BAD_VALUES))
 def test_bad_override_names_the_field(field: str) -> None:
     with pytest.raises(SettingError) as caught:
-        apply_overrides(Policy(), {field: BAD_VALUES[field][0]})
+        check_files(apply_overrides(Policy(), {field: BAD_VALUES[field][0]}))  # files: checked, not parsed
     assert str(caught.value).startswith(f"invalid setting {field}=")
+
+
+def test_policy_json_is_read_without_touching_files() -> None:
+    """Orchestrators rebuild the policy in every replay: reading it must not read the baselines file."""
+    policy = Policy(baselines_file="/nonexistent/baselines.json")
+    assert Policy.from_json(policy.to_json()) == policy
 
 
 def test_unknown_override_is_rejected_with_the_known_names() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from arc_hotpatch.domain.policy import SETTINGS, Policy, SettingError
 from arc_hotpatch.policy_flags import parse_policy_flags, policy_flags_help, policy_from_flags
+from core.policy import SETTINGS, Policy, SettingError
 
 
 def test_flags_parse_in_every_form() -> None:

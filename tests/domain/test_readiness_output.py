@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from arc_hotpatch.domain.readiness import ScriptOutputError, parse_action_output, parse_readiness
+from core.readiness import ScriptOutputError, parse_action_output, parse_readiness
 
 GOOD = {
     "v": 1, "script": "readiness", "request_id": "r1", "build": 26100, "ubr": 6899, "edition_id": "ServerDatacenter",

@@ -4,9 +4,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from arc_hotpatch.domain.policy import parse_waves, parse_window
-from arc_hotpatch.domain.rollout import allocate, guardrail_tripped, merge_counts, summarize, wave_quotas
-from arc_hotpatch.domain.schedule import machine_instance_id, next_window_start
+from core.policy import parse_waves, parse_window
+from core.rollout import allocate, guardrail_tripped, merge_counts, summarize, wave_quotas
+from core.schedule import next_window_start
+from orchestrators.instances import machine_instance_id
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from arc_hotpatch.domain.facts import MachineFacts, facts_from_arm, parse_edition, parse_os_version
-from arc_hotpatch.domain.readiness import Readiness
-from arc_hotpatch.domain.rules import Plan, check_arm_facts, check_readiness, plan_actions
-from arc_hotpatch.domain.vocabulary import FinalState
+from core.facts import MachineFacts, facts_from_arm, parse_edition, parse_os_version
+from core.readiness import Readiness
+from core.rules import Plan, check_arm_facts, check_readiness, plan_actions
+from core.vocabulary import FinalState
 
 SUB = "11111111-1111-1111-1111-111111111111"
 
@@ -170,7 +170,7 @@ def test_facts_from_arm_reads_the_spec_shape() -> None:
     ],
 )
 def test_unexpected_arm_payload_is_named(body: object, message: str) -> None:
-    from arc_hotpatch.domain.facts import MachinePayloadError
+    from core.facts import MachinePayloadError
 
     with pytest.raises(MachinePayloadError, match=message):
         facts_from_arm(body)  # type: ignore[arg-type]

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from arc_hotpatch.clock import VirtualClock
+from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.durable_host import DurableHost
 from arc_hotpatch.durable_host import history as h
 

@@ -12,7 +12,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from arc_hotpatch.clock import current_clock
+from arc_hotpatch.clocks import current_clock
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from arc_hotpatch.clock import VirtualClock
+from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.durable_host import DurableHost, FunctionAppError, load_app
 from arc_hotpatch.durable_host.functions import FunctionRegistry, resolve_setting
 from arc_hotpatch.durable_host.ncrontab import CronSchedule, IntervalSchedule, ScheduleError, parse_schedule

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from arc_hotpatch.clock import DEFAULT_START, ScaledClock, VirtualClock
+from arc_hotpatch.clocks import DEFAULT_START, ScaledClock, VirtualClock
 from arc_hotpatch.durable_host import DurableHost, HostKeys, describe_endpoints, run_serve
 
 from . import sample_app

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-from arc_hotpatch.clock import DEFAULT_START, VirtualClock
+from arc_hotpatch.clocks import DEFAULT_START, VirtualClock
 from arc_hotpatch.durable_host import (
     DeadlockError,
     InstanceAlreadyExists,

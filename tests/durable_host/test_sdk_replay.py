@@ -17,7 +17,7 @@ import pytest
 from azure.durable_functions.models.DurableOrchestrationContext import DurableOrchestrationContext
 from azure.durable_functions.models.ReplaySchema import ReplaySchema
 
-from arc_hotpatch.clock import VirtualClock
+from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.durable_host import DurableHost
 from arc_hotpatch.durable_host import history as h
 

@@ -16,12 +16,12 @@ from typing import Any, TypeVar
 import pytest
 import requests
 
-from arc_hotpatch.clock import VirtualClock
-from arc_hotpatch.domain.policy import Policy
-from arc_hotpatch.domain.schedule import machine_instance_id
+from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.durable_host import DurableHost
 from arc_hotpatch.serving import policy_environment
 from arc_hotpatch.twin import FleetTwin
+from core.policy import Policy
+from orchestrators.instances import machine_instance_id
 
 T = TypeVar("T")
 

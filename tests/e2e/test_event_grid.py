@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import requests
 
-from arc_hotpatch.domain.schedule import machine_instance_id
 from arc_hotpatch.twin import machine_spec
+from orchestrators.instances import machine_instance_id
 
 from .conftest import ServeFleet
 from .rig import Served, write_event

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from arc_hotpatch.clock import VirtualClock
-from arc_hotpatch.domain.policy import Policy
+from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.runner import execute_rollout, simulation_policy, twin_environment
 from arc_hotpatch.twin import FleetTwin
 from arc_hotpatch.twin.fleet import load_scenario
+from core.policy import Policy
 
 OLD = "10.0.26100.4000"  # enable only: no reboot, so a quick machine
 ROLLOUT_ID = "rollout-e2e"

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 from tree_sitter import Node
 
-from arc_hotpatch.domain.policy import CLOUD_ARM_ENDPOINTS, SETTINGS, Policy, SettingSpec, load_policy
-from arc_hotpatch.domain.vocabulary import RebootPolicy, WorkaroundMode
+from core.policy import CLOUD_ARM_ENDPOINTS, SETTINGS, Policy, SettingSpec, load_policy
+from core.vocabulary import RebootPolicy, WorkaroundMode
 
 from .bicep_tree import (
     INFRA,

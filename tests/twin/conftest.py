@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from arc_hotpatch.azure_clients import close_clients
-from arc_hotpatch.clock import VirtualClock, install_clock
+from arc_hotpatch.clocks import VirtualClock, install_clock
 from arc_hotpatch.twin import Fleet, FleetTwin, load_scenario
+from core.azure_clients import close_clients
 
 from .helpers import TwinHarness
 from .spec_contract import SpecContract

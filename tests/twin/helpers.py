@@ -13,9 +13,9 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.mgmt.hybridcompute import HybridComputeManagementClient, models
 
-from arc_hotpatch.azure_clients import ArmConnection, StaticTokenCredential, hybrid_compute_client
-from arc_hotpatch.clock import VirtualClock
+from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.twin import FleetTwin
+from core.azure_clients import ArmConnection, StaticTokenCredential, hybrid_compute_client, lro_polling
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "activities" / "scripts"
 SCRIPT_NAMES = ("readiness", "enable_vsm", "licensing_workaround", "reboot")
@@ -44,6 +44,10 @@ class TwinHarness:
 
     def client(self, subscription: int = 0) -> HybridComputeManagementClient:
         return hybrid_compute_client(self.connection, self.twin.subscription_ids[subscription])
+
+    def polling(self, wait: bool = True) -> Any:
+        """``polling=`` for a ``begin_*`` call, as the activities pass it (or False: don't wait)."""
+        return lro_polling(self.url) if wait else False
 
     def sleep(self, seconds: float) -> None:
         """Let ``seconds`` of virtual time pass (the clock driver advances the clock)."""
@@ -97,7 +101,7 @@ class MachineDriver:
         name = name or f"{script if script in SCRIPT_NAMES else 'custom'}-{next(_names)}"
         body = self.run_body(script, parameters, **properties)
         poller = self.client.machine_run_commands.begin_create_or_update(
-            self.resource_group, self.name, name, body, polling=polling
+            self.resource_group, self.name, name, body, polling=self.harness.polling(polling)
         )
         return name, poller
 
@@ -168,10 +172,12 @@ class MachineDriver:
                 properties["softwareAssurance"] = dict(current.properties.software_assurance)
         if method == "PUT":
             body = {"location": self.location, "properties": properties}
-            poller = self.client.license_profiles.begin_create_or_update(self.resource_group, self.name, body)
+            poller = self.client.license_profiles.begin_create_or_update(
+                self.resource_group, self.name, body, polling=self.harness.polling()
+            )
         else:
             poller = self.client.license_profiles.begin_update(
-                self.resource_group, self.name, {"properties": properties}
+                self.resource_group, self.name, {"properties": properties}, polling=self.harness.polling()
             )
         return poller.result()
 

@@ -10,8 +10,8 @@ import requests
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.mgmt.hybridcompute import HybridComputeManagementClient
 
-from arc_hotpatch.azure_clients import LoopbackBearerTokenPolicy, subscription_client
 from arc_hotpatch.twin import generate_fleet, machine_spec
+from core.azure_clients import LoopbackBearerTokenPolicy, subscription_client
 
 from .helpers import MachineDriver, script_text
 

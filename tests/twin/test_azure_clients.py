@@ -10,7 +10,9 @@ from azure.core.exceptions import ServiceRequestError
 from azure.core.rest import HttpRequest
 from azure.identity import DefaultAzureCredential
 
-from arc_hotpatch.azure_clients import (
+from arc_hotpatch.clocks import ScaledClock, VirtualClock, current_clock, install_clock
+from arc_hotpatch.twin import FleetTwin, load_scenario
+from core.azure_clients import (
     ArmConnection,
     ClockSleepingTransport,
     StaticTokenCredential,
@@ -18,9 +20,7 @@ from arc_hotpatch.azure_clients import (
     hybrid_compute_client,
     subscription_client,
 )
-from arc_hotpatch.clock import ScaledClock, VirtualClock, current_clock, install_clock
-from arc_hotpatch.domain.policy import Policy
-from arc_hotpatch.twin import FleetTwin, load_scenario
+from core.policy import Policy
 
 from .helpers import MachineDriver, TwinHarness
 
@@ -28,27 +28,27 @@ SUBSCRIPTION = "11111111-1111-1111-1111-111111111111"
 
 
 def test_development_connection_uses_the_twin_and_a_static_token():
-    connection = ArmConnection.from_policy(Policy(arm_endpoint="http://127.0.0.1:8080/"), token="dev")
+    connection = ArmConnection.for_endpoint("http://127.0.0.1:8080/", token="dev")
     assert connection.endpoint == "http://127.0.0.1:8080"
     assert connection.credential_scopes == ["http://127.0.0.1:8080/.default"]
     assert isinstance(connection.credential, StaticTokenCredential)
     token = connection.credential.get_token(*connection.credential_scopes)
     assert token.token == "dev" and token.expires_on > time.time() + 600
     assert connection.credential.get_token_info("x").token == "dev"
-    implicit = ArmConnection.from_policy(Policy(arm_endpoint="http://localhost:8080"))
+    implicit = ArmConnection.for_endpoint("http://localhost:8080")
     assert isinstance(implicit.credential, StaticTokenCredential)  # loopback is always the twin
 
 
 def test_one_connection_per_endpoint_and_token_so_clients_are_reused():
     # Activities build their connection on every call: they must get the same one (and clients) back.
-    policy = Policy(arm_endpoint="http://127.0.0.1:8081")
-    first = ArmConnection.from_policy(policy, token="a")
-    assert ArmConnection.from_policy(policy, token="a") is first
-    assert ArmConnection.from_policy(policy, token="b") is not first
-    assert hybrid_compute_client(ArmConnection.from_policy(policy, token="a"), SUBSCRIPTION) is hybrid_compute_client(
-        first, SUBSCRIPTION
-    )
-    assert ArmConnection.from_policy(Policy()) is ArmConnection.from_policy(Policy())  # one DefaultAzureCredential
+    endpoint = "http://127.0.0.1:8081"
+    first = ArmConnection.for_endpoint(endpoint, token="a")
+    assert ArmConnection.for_endpoint(endpoint, token="a") is first
+    assert ArmConnection.for_endpoint(endpoint, token="b") is not first
+    again = ArmConnection.for_endpoint(endpoint, token="a")
+    assert hybrid_compute_client(again, SUBSCRIPTION) is hybrid_compute_client(first, SUBSCRIPTION)
+    production = Policy().resolved_arm_endpoint
+    assert ArmConnection.for_endpoint(production) is ArmConnection.for_endpoint(production)  # one credential
     close_clients()
 
 
@@ -61,7 +61,7 @@ def test_one_connection_per_endpoint_and_token_so_clients_are_reused():
     ],
 )
 def test_production_connection_uses_default_azure_credential_and_the_cloud(cloud, endpoint):
-    connection = ArmConnection.from_policy(Policy(cloud=cloud))
+    connection = ArmConnection.for_endpoint(Policy(cloud=cloud).resolved_arm_endpoint)
     assert isinstance(connection.credential, DefaultAzureCredential)
     assert connection.endpoint == endpoint
     assert connection.credential_scopes == [f"{endpoint}/.default"]
@@ -119,7 +119,8 @@ def test_lro_polling_releases_a_virtual_clock_for_a_waiting_activity(contract):
     """Like the local durable host: the clock jumps only when no ``running()`` work is left.
 
     azure-core polls an LRO in a thread of its own; the activity blocked in ``result()`` would
-    stay runnable forever. The factory's clients poll in the caller's thread instead.
+    stay runnable forever. ``lro_polling`` (what activities pass as ``polling=``) polls in the
+    caller's thread instead.
     """
     clock = VirtualClock()
     previous = install_clock(clock)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from arc_hotpatch.clock import current_clock
+from arc_hotpatch.clocks import current_clock
 from arc_hotpatch.twin import default_fleet
 from arc_hotpatch.twin.cli import run_twin_cli
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from arc_hotpatch.clock import VirtualClock
+from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.twin import FleetTwin, load_scenario
 from arc_hotpatch.twin import arm as twin_arm
 

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from arc_hotpatch.clock import VirtualClock
-from arc_hotpatch.domain.policy import Policy
-from arc_hotpatch.domain.schedule import machine_instance_id
+from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.durable_host import DurableHost
 from arc_hotpatch.runner import twin_environment
 from arc_hotpatch.twin import FleetTwin
 from arc_hotpatch.twin.fleet import load_scenario
 from arc_hotpatch.twin.inspection import MachineSnapshot
+from core.policy import Policy
+from orchestrators.instances import machine_instance_id
 
 
 @dataclass

@@ -72,7 +72,7 @@ def test_poll_intervals_set_how_often_status_is_read(rig_for) -> None:
 def test_a_machine_whose_orchestration_dies_is_reported_not_lost(rig_for) -> None:
     import azure.durable_functions as df
 
-    from orchestrators.clients import rollout_report
+    from orchestrators.triggers import rollout_report
 
     rig = rig_for({"a": {}, "b": {}})
     policy = rig.policy(reboot_policy="approval", waves="100%")

@@ -89,12 +89,25 @@ def test_final_state(rig_for, attributes: dict, policy: dict, expected: tuple) -
 
 
 def test_every_spec_state_and_reason_is_covered() -> None:
-    from arc_hotpatch.domain.vocabulary import FinalState, Reason
+    from core.vocabulary import FinalState, Reason
 
     covered = {c[3][0] for c in CASES} | {"halted"}  # halted: tests/workflow/test_rollout.py
     assert covered == {s.value for s in FinalState}
-    reasons = {c[3][1] for c in CASES} | {"guardrail"}
+    # guardrail: test_rollout_simulation; orchestration_failed: test_cli_and_policies; machine_not_found: below
+    reasons = {c[3][1] for c in CASES} | {"guardrail", "orchestration_failed", "machine_not_found"}
     assert {r.value for r in Reason} <= reasons | {"agent_disconnected"}
+
+
+def test_a_machine_deleted_before_its_turn_is_reported_not_found(rig_for) -> None:
+    rig = rig_for({"m": {}})
+    gone = rig.twin.resource_id("m").replace("/machines/m", "/machines/deleted-meanwhile")
+    instance_id = rig.host.start_new(
+        "machine_orchestrator", "hotpatch-deleted", {"machine_id": gone, "policy": rig.policy().to_json()}
+    )
+    row = rig.host.run_until_complete([instance_id], timeout_real_s=60)[instance_id]["output"]
+    assert (row["state"], row["reason"], row["actions"], row["reboots"]) == (
+        "skipped_disconnected", "machine_not_found", [], 0)
+    assert row["name"] == "deleted-meanwhile" and row["baseline"] == "unknown"
 
 
 def test_one_reboot_when_both_vsm_and_workaround_are_needed(rig_for) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from arc_hotpatch.cli import app
-from arc_hotpatch.clock import VirtualClock
-from arc_hotpatch.domain.policy import load_policy
+from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.policy_flags import policy_from_flags
 from arc_hotpatch.runner import run_plan
 from arc_hotpatch.twin import FleetTwin
 from arc_hotpatch.twin.fleet import load_scenario
+from core.policy import load_policy
 
 SCENARIO = {
     "seed": 4,

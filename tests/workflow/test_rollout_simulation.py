@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from arc_hotpatch.domain.policy import Policy
-from arc_hotpatch.domain.vocabulary import FinalState
 from arc_hotpatch.runner import run_simulation
 from arc_hotpatch.twin.fleet import generate_fleet
+from core.policy import Policy
+from core.vocabulary import FinalState
 
 FINAL_STATES = {s.value for s in FinalState}
 

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from arc_hotpatch.clock import Clock
+from arc_hotpatch.clocks import Clock
 
 from .functions import EVENT_GRID_TRIGGER, HTTP_TRIGGER, TIMER_TRIGGER
 from .host import DurableHost

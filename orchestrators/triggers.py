@@ -1,4 +1,4 @@
-"""Client functions: the three triggers (schedule, HTTP, Event Grid), the report and reboot approvals.
+"""The triggers (client functions): the three triggers (schedule, HTTP, Event Grid), the report and reboot approvals.
 
 They validate input, decide what to start and talk to the durable client; the
 work itself happens in the orchestrations. Every rejection names what was wrong.
@@ -15,27 +15,28 @@ import azure.durable_functions as df
 import azure.functions as func
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
-from activities.durable_calls import ACTIVE, start_or_attach
-from arc_hotpatch.domain.facts import MachinePayloadError, parse_machine_id
-from arc_hotpatch.domain.policy import Policy, SettingError, load_policy, parse_subscription_id
-from arc_hotpatch.domain.rollout import summarize
-from arc_hotpatch.domain.schedule import machine_instance_id
-from arc_hotpatch.domain.vocabulary import REBOOT_APPROVED_EVENT
+from core.contracts import ROLLOUT_ORCHESTRATOR, RolloutState
+from core.facts import MachinePayloadError, parse_machine_id
+from core.policy import Policy, SettingError, load_policy, parse_subscription_id
+from core.rollout import summarize
+from core.vocabulary import REBOOT_APPROVED_EVENT
 
-from .fleet import ROLLOUT_ORCHESTRATOR
+from .instances import (
+    ACTIVE,
+    FLEET_ROLLOUT_ID,
+    chunk_order,
+    machine_instance_id,
+    start_or_attach,
+    subscription_rollout_id,
+)
 
 bp = df.Blueprint()
-log = logging.getLogger("arc_hotpatch.clients")
+log = logging.getLogger("arc_hotpatch.triggers")
 
-FLEET_ROLLOUT_ID = "rollout-fleet"
 MACHINE_WRITE_OPERATION = "Microsoft.HybridCompute/machines/write"
 RESOURCE_WRITE_SUCCESS = "Microsoft.Resources.ResourceWriteSuccess"
 # A rollout started over HTTP is for the subscription in its path: these can't be overridden in the body.
 NOT_OVERRIDABLE = {"subscriptions", "schedule", "cloud", "arm_endpoint", "baselines_file"}
-
-
-def subscription_rollout_id(subscription_id: str) -> str:
-    return f"rollout-{subscription_id}"
 
 
 def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -65,7 +66,7 @@ async def scheduled_rollout(timer: func.TimerRequest, client: df.DurableOrchestr
     if status and status.runtime_status in ACTIVE:
         log.info("scheduled_rollout_already_running instance=%s", FLEET_ROLLOUT_ID)
         return
-    await client.start_new(ROLLOUT_ORCHESTRATOR, FLEET_ROLLOUT_ID, {"policy": policy.to_json()})
+    await client.start_new(ROLLOUT_ORCHESTRATOR, FLEET_ROLLOUT_ID, RolloutState(policy).to_json())
     log.info("scheduled_rollout_started instance=%s past_due=%s", FLEET_ROLLOUT_ID, timer.past_due)
 
 
@@ -121,7 +122,7 @@ async def start_subscription_rollout(req: func.HttpRequest, client: df.DurableOr
              **links},
             {"Location": links["statusQueryGetUri"]},
         )
-    await client.start_new(ROLLOUT_ORCHESTRATOR, instance_id, {"policy": policy.to_json()})
+    await client.start_new(ROLLOUT_ORCHESTRATOR, instance_id, RolloutState(policy).to_json())
     log.info("rollout_started instance=%s dry_run=%s reboot_policy=%s", instance_id, policy.dry_run,
              policy.reboot_policy)
     return client.create_check_status_response(req, instance_id)
@@ -140,7 +141,7 @@ async def rollout_report(client: df.DurableOrchestrationClient, instance_id: str
     rows: list[dict[str, Any]] = []
     if run_key:
         chunks = await client.get_status_by(instance_id_prefix=f"{run_key}:s")
-        for chunk in sorted(chunks, key=lambda c: _chunk_order(c.instance_id)):
+        for chunk in sorted(chunks, key=lambda c: chunk_order(c.instance_id)):
             if chunk.runtime_status == OrchestrationRuntimeStatus.Completed and isinstance(chunk.output, dict):
                 rows.extend(chunk.output.get("rows") or [])
     return {
@@ -151,11 +152,6 @@ async def rollout_report(client: df.DurableOrchestrationClient, instance_id: str
         "summary": summarize(rows),
         "machines": rows,
     }
-
-
-def _chunk_order(instance_id: str) -> tuple[int, int]:
-    subscription, chunk = instance_id.rsplit(":", 2)[-2:]
-    return int(subscription[1:]), int(chunk[1:])
 
 
 @bp.route(route="rollouts/{instanceId}/report", methods=["GET"])
@@ -271,6 +267,6 @@ async def on_arc_machine_written(event: func.EventGridEvent, client: df.DurableO
     # A bad setting fails the delivery (naming the setting) so Event Grid retries it and the
     # onboarding is not lost; a bad event is acknowledged above, since retrying cannot fix it.
     policy = app_policy()
-    started = await start_or_attach(client, machine_id, policy.to_json(), rollout_id=f"event-{event.id}")
+    started = await start_or_attach(client, machine_id, policy, rollout_id=f"event-{event.id}")
     log.info("event_machine id=%s machine=%s instance=%s started=%s", event.id, machine_id,
-             started["instance_id"], started["started"])
+             started.instance_id, started.started)

@@ -32,11 +32,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from azure.durable_functions.models.utils.df_serialization import df_dumps
 from azure.functions import meta
 from azure.functions._durable_functions import OrchestrationContext
 from azure.functions.durable_functions import ActivityTriggerConverter
 
-from arc_hotpatch.clock import Clock, VirtualClock, install_clock
+from arc_hotpatch.clocks import Clock, VirtualClock, install_clock
 
 from . import history as h
 from .errors import (
@@ -272,7 +273,8 @@ class DurableHost:
     # ------------------------------------------------------------------ client API
     def start_new(self, name: str, instance_id: str | None = None, input: Any = None) -> str:
         """Start orchestrator ``name`` (the DurableOrchestrationClient.start_new of this host)."""
-        return self.start_new_raw(name, instance_id, None if input is None else json.dumps(input))
+        # Encoded as the SDK's client encodes it (custom objects with ``to_json`` in their envelope).
+        return self.start_new_raw(name, instance_id, None if input is None else df_dumps(input))
 
     def start_new_raw(self, name: str, instance_id: str | None, input_text: str | None) -> str:
         """Start with the input already JSON-encoded (what an HTTP client sent)."""

@@ -1,6 +1,6 @@
 """The CLI mirror of the policy settings: ``--reboot-policy auto`` etc., generated from ``SETTINGS``.
 
-One table (arc_hotpatch.domain.policy.SETTINGS) defines every setting, so the
+One table (core.policy.SETTINGS) defines every setting, so the
 app settings, the HTTP overrides and these flags can never drift apart.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .domain.policy import SETTINGS, Policy, SettingError, apply_overrides
+from core.policy import SETTINGS, Policy, SettingError, apply_overrides, check_files
 
 _BY_FLAG = {spec.flag: spec for spec in SETTINGS}
 _BOOLEAN = {"dry_run"}
@@ -53,7 +53,7 @@ def policy_from_flags(base: Policy, args: Sequence[str]) -> Policy:
     """Apply CLI policy flags on ``base``; errors name the flag (``--reboot-policy``), not the field."""
     overrides = parse_policy_flags(args)
     try:
-        return apply_overrides(base, overrides, source="flags")
+        return check_files(apply_overrides(base, overrides), "--baselines-file")
     except SettingError as exc:
         spec = next((s for s in SETTINGS if s.field == exc.setting), None)
         if spec is None:

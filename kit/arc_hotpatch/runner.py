@@ -17,9 +17,9 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from .clock import Clock, SystemClock, VirtualClock
-from .domain.policy import Policy
-from .domain.schedule import MACHINE_INSTANCE_PREFIX
+from core.policy import Policy
+
+from .clocks import Clock, SystemClock, VirtualClock
 from .durable_host import DurableHost
 from .twin import FleetTwin
 from .twin.fleet import Fleet
@@ -61,11 +61,11 @@ def execute_rollout(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run ``rollout_orchestrator`` on the local durable host; returns (report, host metrics)."""
     import function_app  # the real app object
-    from orchestrators.clients import rollout_report
-    from orchestrators.fleet import ROLLOUT_ORCHESTRATOR
+    from core.contracts import ROLLOUT_ORCHESTRATOR, RolloutState
+    from orchestrators.triggers import rollout_report
 
     with DurableHost(function_app.app, clock, activity_workers=activity_workers) as host:
-        instance_id = host.start_new(ROLLOUT_ORCHESTRATOR, rollout_id, {"policy": policy.to_json()})
+        instance_id = host.start_new(ROLLOUT_ORCHESTRATOR, rollout_id, RolloutState(policy).to_json())
         stop_progress = _progress_thread(host, expected_machines, progress)
         try:
             final = host.run_until_complete([instance_id], timeout_real_s=timeout_real_s)[instance_id]
@@ -159,6 +159,8 @@ def _progress_thread(host: DurableHost, total: int, progress: ProgressCallback |
     if progress is None:
         return lambda: None
     stop = threading.Event()
+
+    from orchestrators.instances import MACHINE_INSTANCE_PREFIX
 
     def count() -> int:
         return sum(

@@ -4,11 +4,11 @@
 configured cloud's endpoint in production, the fleet twin's URL and a static token in
 development. Clients are the real SDK clients with three adjustments:
 
-- their transport sleeps on ``arc_hotpatch.clock.current_clock()``, so LRO polling and
+- their transport sleeps on ``core.clock.current_clock()``, so LRO polling and
   retry-after-429 waits follow the virtual clock in simulations (and real time in Azure);
-- under a virtual clock, long-running operations are polled in the calling thread (see
-  ``CallerThreadARMPolling``), so a thread waiting in ``poller.result()`` is the one
-  that sleeps on the clock;
+- ``lro_polling(endpoint)`` is the polling method every ``begin_*`` call passes as ``polling=``:
+  under a virtual clock it polls in the calling thread (see ``CallerThreadARMPolling``), so a
+  thread waiting in ``poller.result()`` is the one that sleeps on the clock;
 - bearer tokens may go over plain ``http://`` to a loopback endpoint (the twin) only.
 
 ARM's default retry policy is kept: it honours ``Retry-After`` on 429 and 5xx.
@@ -33,11 +33,10 @@ from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
 from azure.mgmt.core.polling.arm_polling import ARMPolling
 from azure.mgmt.hybridcompute import HybridComputeManagementClient
-from azure.mgmt.hybridcompute.operations import _operations as hybrid_compute_operations
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 
 from .clock import current_clock
-from .domain.policy import CLOUD_ARM_ENDPOINTS, Policy
+from .policy import CLOUD_ARM_ENDPOINTS
 
 HYBRID_COMPUTE_API_VERSION = "2025-01-13"
 TOKEN_LIFETIME_SECONDS = 3600
@@ -111,11 +110,6 @@ class ArmConnection:
         return urlparse(self.endpoint).scheme == "http"
 
     @classmethod
-    def from_policy(cls, policy: Policy, token: str | None = None) -> ArmConnection:
-        """The policy's ARM endpoint (see ``for_endpoint``)."""
-        return cls.for_endpoint(policy.resolved_arm_endpoint, token)
-
-    @classmethod
     def for_endpoint(cls, endpoint: str, token: str | None = None) -> ArmConnection:
         """An ARM endpoint with a static ``token`` (development) or DefaultAzureCredential.
 
@@ -176,9 +170,12 @@ class CallerThreadARMPolling(ARMPolling):
             self.run()
 
 
-def _poll_in_caller_thread() -> None:
-    # The generated operations build ARMPolling from their module globals; no per-client hook exists.
-    hybrid_compute_operations.ARMPolling = CallerThreadARMPolling  # type: ignore[misc]
+LRO_DEFAULT_DELAY_S = 30  # the generated clients' polling_interval: used when ARM sends no Retry-After
+
+
+def lro_polling(endpoint: str) -> ARMPolling:
+    """The polling method for one long-running call (``begin_*(..., polling=lro_polling(endpoint))``)."""
+    return CallerThreadARMPolling(LRO_DEFAULT_DELAY_S, path_format_arguments={"endpoint": endpoint})
 
 
 class LoopbackBearerTokenPolicy(ARMChallengeAuthenticationPolicy):
@@ -234,7 +231,6 @@ def hybrid_compute_client(connection: ArmConnection, subscription_id: str) -> Hy
     """The HybridCompute client (api-version 2025-01-13) for one subscription, cached per thread."""
 
     def build() -> HybridComputeManagementClient:
-        _poll_in_caller_thread()
         return HybridComputeManagementClient(
             connection.credential,
             subscription_id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import urlparse
 
@@ -240,16 +240,8 @@ def _ncrontab(raw: Any) -> str:
 
 
 def _baselines_file(raw: Any) -> str:
-    """An extra baselines JSON file, checked now so a typo fails at start, not mid-rollout."""
-    text = str(raw).strip()
-    if text:
-        from .baselines import BaselineDataError, load_baselines
-
-        try:
-            load_baselines(text)
-        except BaselineDataError as exc:
-            raise ValueError(f"a readable baselines JSON file, or empty ({exc})") from None
-    return text
+    """A path (read by activities; ``load_policy`` checks it once at start so a typo fails early)."""
+    return str(raw).strip()
 
 
 _RG = re.compile(r"^[-\w._()]{1,90}$")
@@ -306,10 +298,11 @@ class Policy:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Policy:
-        return apply_overrides(cls(), data, source="json")
+        """The inverse of ``to_json``. Pure (no file or environment reads): orchestrators call it in replay."""
+        return apply_overrides(cls(), data)
 
-    def with_overrides(self, overrides: Mapping[str, Any], source: str = "body") -> Policy:
-        return apply_overrides(self, overrides, source=source)
+    def with_overrides(self, overrides: Mapping[str, Any]) -> Policy:
+        return apply_overrides(self, overrides)
 
 
 @dataclass(frozen=True)
@@ -354,18 +347,6 @@ SETTINGS: tuple[SettingSpec, ...] = (
 SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
 
 
-def accepted_values(spec: SettingSpec) -> str:
-    """The accepted-values text of a setting (from its parser's own error message)."""
-    accepted = getattr(spec.parse, "accepted", None)
-    if accepted:
-        return accepted
-    try:
-        spec.parse(object())
-    except ValueError as exc:
-        return str(exc)
-    return "a valid value"
-
-
 def _parse_one(spec: SettingSpec, raw: Any, name: str) -> Any:
     try:
         return spec.parse(raw)
@@ -373,7 +354,7 @@ def _parse_one(spec: SettingSpec, raw: Any, name: str) -> Any:
         raise SettingError(name, raw, str(exc)) from None
 
 
-def apply_overrides(base: Policy, overrides: Mapping[str, Any], source: str = "body") -> Policy:
+def apply_overrides(base: Policy, overrides: Mapping[str, Any]) -> Policy:
     """Validate ``overrides`` (field names) on top of ``base``; unknown fields are errors."""
     changes: dict[str, Any] = {}
     for key, raw in overrides.items():
@@ -393,8 +374,17 @@ def load_policy(environ: Mapping[str, str]) -> Policy:
         if raw is None or (raw.strip() == "" and spec.field not in ("escalation_webhook", "subscriptions")):
             continue
         changes[spec.field] = _parse_one(spec, raw, spec.env)
-    return replace(Policy(), **changes)
+    return check_files(replace(Policy(), **changes), SETTINGS_BY_FIELD["baselines_file"].env)
 
 
-def policy_field_names() -> list[str]:
-    return [f.name for f in fields(Policy)]
+def check_files(policy: Policy, baselines_setting: str = "baselines_file") -> Policy:
+    """Fail now, naming the setting, if a file the policy names cannot be read (activities read it later)."""
+    if policy.baselines_file:
+        from .baselines import BaselineDataError, load_baselines
+
+        try:
+            load_baselines(policy.baselines_file)
+        except BaselineDataError as exc:
+            raise SettingError(baselines_setting, policy.baselines_file,
+                               f"a readable baselines JSON file, or empty ({exc})") from None
+    return policy

@@ -6,7 +6,7 @@ import sys
 import threading
 from typing import TextIO
 
-from ..clock import ScaledClock, install_clock
+from ..clocks import ScaledClock, install_clock
 from .faults import Faults, load_faults
 from .fleet import Fleet
 from .server import HYBRID_COMPUTE_API_VERSION, FleetTwin

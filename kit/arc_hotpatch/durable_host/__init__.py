@@ -1,6 +1,6 @@
 """Local durable host: runs an Azure Functions Durable (Python v2) app offline, as the Functions host would.
 
-    from arc_hotpatch.clock import VirtualClock
+    from arc_hotpatch.clocks import VirtualClock
     from arc_hotpatch.durable_host import DurableHost, load_app
 
     with DurableHost(load_app("function_app:app"), VirtualClock()) as host:

@@ -1,10 +1,5 @@
-"""Clocks shared by the fleet twin, the local durable host and the SDK transport.
+"""The rehearsal kit's clocks, shared by the fleet twin, the local durable host and the SDK transport.
 
-Production code never reads a clock directly: activities use ``current_clock()``
-(the system clock in Azure), the SDK transport sleeps on it (LRO polling, 429
-retries), and orchestrators use ``context.current_utc_datetime`` only.
-
-- ``SystemClock``: wall time (production, ``plan``).
 - ``ScaledClock``: simulated time running ``speed`` times faster than wall time
   (``serve`` and ``twin``, so a person can watch a rollout).
 - ``VirtualClock``: simulated time that only moves when the driver (the local
@@ -12,6 +7,8 @@ retries), and orchestrators use ``context.current_utc_datetime`` only.
   sleeps on it is parked until the clock reaches its deadline. The driver jumps
   to the next wake-up when nothing is runnable, so hours cost nothing and a run
   is reproducible.
+
+The app sees them only through ``core.clock.current_clock()``.
 """
 
 from __future__ import annotations
@@ -23,28 +20,12 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+
+from core.clock import Clock, SystemClock, current_clock, install_clock
+
+__all__ = ["DEFAULT_START", "Clock", "ScaledClock", "SystemClock", "VirtualClock", "current_clock", "install_clock"]
 
 DEFAULT_START = datetime(2026, 1, 5, 8, 0, 0, tzinfo=UTC)
-
-
-class Clock(Protocol):
-    def now(self) -> datetime:
-        """Current time, timezone-aware UTC."""
-        ...
-
-    def sleep(self, seconds: float) -> None:
-        """Block the calling thread for ``seconds`` of this clock's time."""
-        ...
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
 
 
 class ScaledClock:
@@ -161,18 +142,3 @@ class VirtualClock:
 
     def advance(self, seconds: float) -> None:
         self.advance_to(self.now() + timedelta(seconds=seconds))
-
-
-_current: Clock = SystemClock()
-
-
-def current_clock() -> Clock:
-    """The clock production code must use (the system clock unless a host installed another)."""
-    return _current
-
-
-def install_clock(clock: Clock) -> Clock:
-    """Install ``clock`` process-wide; returns the previous one so callers can restore it."""
-    global _current
-    previous, _current = _current, clock
-    return previous

@@ -7,8 +7,9 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-from .clock import ScaledClock
-from .domain.policy import SETTINGS, Policy
+from core.policy import SETTINGS, Policy
+
+from .clocks import ScaledClock
 from .durable_host import run_serve as serve_app
 from .runner import twin_environment
 from .twin import FleetTwin

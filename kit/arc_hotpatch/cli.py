@@ -14,8 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .domain.policy import Policy, SettingError, load_policy
-from .domain.vocabulary import FinalState
+from core.policy import Policy, SettingError, load_policy
+from core.vocabulary import FinalState
+
 from .policy_flags import policy_flags_help, policy_from_flags
 
 app = typer.Typer(

@@ -1,15 +1,10 @@
-"""Pure time and naming helpers the orchestrators use (deterministic: no clock reads)."""
+"""Pure time helpers the orchestrators use (deterministic: no clock reads)."""
 
 from __future__ import annotations
 
-import hashlib
-import re
 from datetime import datetime, timedelta
 
 from .policy import MaintenanceWindow
-
-_UNSAFE = re.compile(r"[^a-z0-9-]+")
-MACHINE_INSTANCE_PREFIX = "hotpatch-"  # every per-machine orchestration's instance id starts so
 
 
 def next_window_start(window: MaintenanceWindow, now: datetime) -> datetime:
@@ -28,18 +23,6 @@ def next_window_start(window: MaintenanceWindow, now: datetime) -> datetime:
         if opens > now:
             return opens
     raise AssertionError("a weekly window with at least one day always opens within 8 days")
-
-
-def machine_instance_id(machine_id: str) -> str:
-    """The per-machine singleton's orchestration instance id: stable for a machine whatever starts it.
-
-    Readable (the machine name) and unique (a hash of the full, case-folded resource id);
-    only characters instance ids allow.
-    """
-    resource_id = machine_id.strip().lower()
-    digest = hashlib.sha256(resource_id.encode()).hexdigest()[:16]
-    name = _UNSAFE.sub("-", resource_id.rsplit("/", 1)[-1]).strip("-")[:40] or "machine"
-    return f"{MACHINE_INSTANCE_PREFIX}{name}-{digest}"
 
 
 def parse_utc(text: str) -> datetime:

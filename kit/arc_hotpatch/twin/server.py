@@ -35,7 +35,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from ..clock import Clock
+from core.azure_clients import HYBRID_COMPUTE_API_VERSION  # the spec version the app's clients ask for
+
+from ..clocks import Clock
 from .arm import (
     ArmError,
     invalid_content,
@@ -55,7 +57,6 @@ from .machine import ABSENT, RunCommand, SimulatedMachine
 from .seeding import stable_choice, stable_uniform, stable_unit, stable_uuid
 from .throttle import ArmThrottle
 
-HYBRID_COMPUTE_API_VERSION = "2025-01-13"
 SUBSCRIPTIONS_API_VERSIONS = frozenset(
     {
         "2014-04-01",

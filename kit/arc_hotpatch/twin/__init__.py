@@ -1,7 +1,7 @@
 """The fleet twin: an offline Azure Resource Manager + simulated Arc fleet on loopback.
 
 The app reaches it through the real ``azure-mgmt-hybridcompute`` SDK (see
-``arc_hotpatch.azure_clients``); only the endpoint and the credential differ from Azure.
+``core.azure_clients``); only the endpoint and the credential differ from Azure.
 """
 
 from .faults import CHAOS, NO_FAULTS, Faults, FaultsError, load_faults

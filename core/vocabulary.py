@@ -35,6 +35,8 @@ class Reason(StrEnum):
     ENABLED = "enabled"
     DRY_RUN = "dry_run"
     GUARDRAIL = "guardrail"
+    MACHINE_NOT_FOUND = "machine_not_found"  # the Arc resource was deleted between discovery and work
+    ORCHESTRATION_FAILED = "orchestration_failed"  # the machine's orchestration crashed: reported, not lost
 
 
 def disconnected_reason(status: str) -> str:
