@@ -92,7 +92,7 @@ param durableTaskSchedulerIpAllowlist array = [
 ]
 
 // ---------------------------------------------------------------- app settings (HOTPATCH_*, SPEC section 4)
-// One parameter per setting of arc_hotpatch/domain/policy.py (SETTINGS); the defaults
+// One parameter per setting of core/policy.py (SETTINGS); the defaults
 // are the Policy defaults, the safe ones: no dry run, reboots only after approval.
 
 @minLength(3)

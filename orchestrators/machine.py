@@ -131,11 +131,15 @@ def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
         verdict = finished.verdict
     if verdict.state == FinalState.ESCALATED:
         run.status("escalating", reason=verdict.reason)
-        yield context.call_activity(
-            ESCALATE,
-            Escalation(run.call(), name=_name(run), reason=verdict.reason, detail=verdict.detail,
-                       actions=list(run.actions), escalation_webhook=run.policy.escalation_webhook),
-        )
+        try:
+            yield context.call_activity_with_retry(
+                ESCALATE, ARM_RETRY,
+                Escalation(run.call(), name=_name(run), reason=verdict.reason, detail=verdict.detail,
+                           actions=list(run.actions), escalation_webhook=run.policy.escalation_webhook),
+            )
+        except Exception as exc:  # the machine's outcome stands; the hand-over is what failed
+            failure = f"{verdict.detail} (escalation failed: {_first_line(exc)})"
+            verdict = Verdict(verdict.state, verdict.reason, failure)
     row = report_row(run, verdict)
     run.status("done", state=row.state, reason=row.reason)
     return row.to_json()  # plain JSON: the status API and the report show it as it is
@@ -269,11 +273,15 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
+def _changes_so_far(run: Run) -> str:
+    return f"changes so far: {', '.join(run.actions)}" if run.actions else "no change was made"
+
+
 def reboot_gate(run: Run) -> Steps:
-    """Wait until the reboot policy allows a reboot (nothing has been changed yet)."""
+    """Wait until the reboot policy allows a reboot (before the changes that need it)."""
     policy = run.policy
     if policy.reboot_policy == RebootPolicy.NEVER:
-        run.done(FinalState.ESCALATED, Reason.REBOOT_REQUIRED, "reboot policy 'never': no change was made")
+        run.done(FinalState.ESCALATED, Reason.REBOOT_REQUIRED, f"reboot policy 'never': {_changes_so_far(run)}")
     if policy.reboot_policy == RebootPolicy.APPROVAL:
         deadline = run.now + timedelta(seconds=policy.approval_timeout)
         run.status("awaiting_approval", until=deadline.isoformat())
@@ -284,10 +292,10 @@ def reboot_gate(run: Run) -> Steps:
             run.done(FinalState.ESCALATED, Reason.APPROVAL_TIMEOUT, f"no {REBOOT_APPROVED_EVENT} before {deadline}")
         timeout.cancel()
         decision = approval_payload(approval.result)
-        if not decision.get("approved", True):
+        if decision.get("approved", True) is not True:  # only an explicit or implied yes reboots
             run.done(
                 FinalState.ESCALATED, Reason.REBOOT_REQUIRED,
-                f"reboot rejected by {decision.get('by') or 'an approver'}: no change was made",
+                f"reboot rejected by {decision.get('by') or 'an approver'}: {_changes_so_far(run)}",
             )
     if policy.reboot_policy == RebootPolicy.WINDOW:
         opens = next_window_start(policy.maintenance_window, run.now)
@@ -297,7 +305,11 @@ def reboot_gate(run: Run) -> Steps:
 
 
 def approval_payload(raw: Any) -> dict[str, Any]:
-    """The approval event's payload: an object, a JSON string of one (the client double-encodes), or nothing."""
+    """The approval event's payload: an object, a JSON string of one (the client double-encodes), or nothing.
+
+    Nothing, ``{}`` or ``{"by": ...}`` approve (the event is the approval); ``{"approved": false}`` rejects.
+    Any other value (``false``, a number, a list) is read as a rejection: a reboot needs a clear yes.
+    """
     if isinstance(raw, str):
         try:
             raw = json.loads(raw) if raw.strip() else {}
@@ -305,7 +317,9 @@ def approval_payload(raw: Any) -> dict[str, Any]:
             raw = {"by": raw}
         if isinstance(raw, str):  # double-encoded
             return approval_payload(raw)
-    return raw if isinstance(raw, dict) else {}
+    if raw is None or raw is True:
+        return {}
+    return raw if isinstance(raw, dict) else {"approved": False, "by": f"an unreadable approval ({raw!r:.40})"}
 
 
 def change_and_reboot(run: Run, *, enable_vsm: bool, workaround: bool) -> Steps:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import azure.functions as func
 import pytest
@@ -12,9 +11,9 @@ import pytest
 from core.policy import Policy, SettingError
 from orchestrators.machine import approval_payload
 from orchestrators.triggers import machine_from_event, parse_rollout_request
+from tests.reference import EVENT_GRID_EXAMPLE
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
-SPEC_EXAMPLES = Path(__file__).parents[3] / "shared/azure-rest-api-specs/specification/eventgrid/data-plane"
 MACHINE_ID = f"/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.HybridCompute/machines/web-1"
 
 
@@ -53,10 +52,7 @@ def test_other_events_are_ignored_with_a_log_line(bad: func.EventGridEvent, capl
 
 
 def test_the_spec_example_event_shape_is_understood() -> None:
-    example = json.loads(
-        (SPEC_EXAMPLES / "Microsoft.Resources/stable/2018-01-01/examples/event-grid-schema/resource_write_success.json")
-        .read_text()
-    )
+    example = json.loads(EVENT_GRID_EXAMPLE.read_text())
     raw = example[0] if isinstance(example, list) else example
     data = dict(raw["data"], operationName="Microsoft.HybridCompute/machines/write", resourceUri=MACHINE_ID)
     ev = event(data=data, subject=MACHINE_ID)

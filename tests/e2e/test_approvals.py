@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from .conftest import ServeFleet
-from .rig import Served
+from tests.rig import Served, ServeFleet
 
 OLD = "10.0.26100.4000"  # enable only: no reboot, so no approval needed
 
@@ -80,7 +79,7 @@ def test_approvals_release_waiting_reboots(serve_fleet: ServeFleet) -> None:
 
 
 def test_rollout_approval_also_releases_a_machine_event_grid_started(serve_fleet: ServeFleet) -> None:
-    from .rig import write_event
+    from tests.rig import write_event
 
     served = serve_fleet({"a-ready": {}, "b-ready": {}}, reboot_policy="approval")
     hold = served.hold_clock()

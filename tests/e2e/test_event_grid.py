@@ -14,9 +14,7 @@ import requests
 
 from arc_hotpatch.twin import machine_spec
 from orchestrators.instances import machine_instance_id
-
-from .conftest import ServeFleet
-from .rig import Served, write_event
+from tests.rig import Served, ServeFleet, write_event
 
 IGNORED: dict[str, Callable[[str], dict[str, Any]]] = {
     # our own writes to the machine: enablement and Run Command must not restart its orchestration

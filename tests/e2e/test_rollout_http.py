@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import ServeFleet
+from tests.rig import ServeFleet
 
 OLD = "10.0.26100.4000"  # before KB5066835: no licensing workaround, so no reboot
 

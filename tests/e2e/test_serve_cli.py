@@ -14,7 +14,7 @@ from typing import IO
 
 import requests
 
-from .rig import FINISHED, wait_until
+from tests.rig import FINISHED, wait_until
 
 REPO = Path(__file__).parents[2]
 CHECK_DECIDED = {"excluded", "ineligible", "native_azure_edition", "skipped_disconnected"}

@@ -1,8 +1,11 @@
-"""Helpers for the end-to-end tests: the served app (twin + local durable host over real HTTP), polling,
-Event Grid events and a hold on the virtual clock so a test can look at a rollout mid-flight."""
+"""One test rig for the workflow and end-to-end suites: a fleet twin and the local durable host running the
+real ``function_app`` on one virtual clock (``Rig``), optionally served over real HTTP like ``func start``
+(``Served``); polling helpers, Event Grid events, and a hold on the virtual clock so a test can look at a
+rollout mid-flight. Fixtures: ``rig_for`` and ``serve_fleet`` (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -10,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -18,19 +20,18 @@ import requests
 
 from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.durable_host import DurableHost
+from arc_hotpatch.runner import twin_environment
 from arc_hotpatch.serving import policy_environment
-from arc_hotpatch.twin import FleetTwin
+from arc_hotpatch.twin import Fleet, FleetTwin, load_scenario
+from arc_hotpatch.twin.inspection import MachineSnapshot
+from core.contracts import MACHINE_ORCHESTRATOR, MachineInput
 from core.policy import Policy
-from orchestrators.instances import machine_instance_id
+from orchestrators.instances import MACHINE_INSTANCE_PREFIX, machine_instance_id
+from tests.reference import EVENT_GRID_EXAMPLE
 
 T = TypeVar("T")
 
 WAIT_REAL_S = 30.0  # real seconds any single wait may take before the test fails (virtual hours are instant)
-EVENT_GRID_EXAMPLE = (
-    Path(__file__).parents[3]
-    / "shared/azure-rest-api-specs/specification/eventgrid/data-plane/Microsoft.Resources/stable/2018-01-01"
-    / "examples/event-grid-schema/resource_write_success.json"
-)
 MACHINE_WRITE = "Microsoft.HybridCompute/machines/write"
 FINISHED = ("Completed", "Failed", "Terminated")
 
@@ -97,23 +98,62 @@ class ClockHold:
 
 
 @dataclass
-class Served:
-    """The app served over HTTP on loopback, like ``func start``, against the fleet twin, on one virtual clock."""
+class Rig:
+    """A fleet twin and the local durable host running the real ``function_app``, on one virtual clock."""
 
     clock: VirtualClock
     twin: FleetTwin
     host: DurableHost
-    monkeypatch: pytest.MonkeyPatch
-    http: requests.Session = field(default_factory=requests.Session)
     holds: list[ClockHold] = field(default_factory=list)
+
+    def policy(self, **overrides: Any) -> Policy:
+        """The policy a rehearsal uses (reboot policy ``auto``, the twin's endpoint and subscriptions) + overrides."""
+        base = replace(Policy(), reboot_policy="auto", arm_endpoint=self.twin.base_url or "",
+                       subscriptions=tuple(self.twin.subscription_ids))
+        return base.with_overrides(overrides) if overrides else base
+
+    def start_machine(self, name: str, **policy: Any) -> str:
+        machine_id = self.twin.resource_id(name)
+        return self.host.start_new(
+            MACHINE_ORCHESTRATOR, machine_instance_id(machine_id),
+            MachineInput(machine_id, self.policy(**policy), rollout_id="test").to_json(),
+        )
+
+    def run_machine(self, name: str, **policy: Any) -> dict[str, Any]:
+        """Run one machine's orchestration to the end; its report row."""
+        instance_id = self.start_machine(name, **policy)
+        status = self.host.run_until_complete([instance_id], timeout_real_s=120)[instance_id]
+        assert status["runtimeStatus"] == "Completed", status
+        return status["output"]
+
+    def machine(self, name: str) -> MachineSnapshot:
+        return self.twin.machine(name)
+
+    def machine_instances(self) -> list[str]:
+        """Instance ids of the per-machine orchestrations the host has."""
+        return [i for i in self.host.instance_ids() if i.startswith(MACHINE_INSTANCE_PREFIX)]
+
+    def hold_clock(self) -> ClockHold:
+        """Hold the virtual clock where it is now (see ClockHold); let go at teardown if the test doesn't."""
+        hold = ClockHold(self.clock)
+        self.holds.append(hold)
+        return hold
+
+
+@dataclass
+class Served(Rig):
+    """The rig's app served over HTTP on loopback, like ``func start``, with function keys on and the
+    policy as app settings."""
+
+    monkeypatch: pytest.MonkeyPatch | None = None
+    http: requests.Session = field(default_factory=requests.Session)
 
     # --- configuration -------------------------------------------------------------------------------
 
     def set_policy(self, **overrides: Any) -> Policy:
         """App settings (HOTPATCH_*) for ``Policy`` + ``overrides``, as the Functions host would expose them."""
-        base = replace(Policy(), reboot_policy="auto", arm_endpoint=self.twin.base_url or "",
-                       subscriptions=tuple(self.twin.subscription_ids))
-        policy = base.with_overrides(overrides) if overrides else base
+        assert self.monkeypatch is not None
+        policy = self.policy(**overrides)
         for name, value in policy_environment(policy).items():
             self.monkeypatch.setenv(name, value)
         return policy
@@ -201,17 +241,6 @@ class Served:
         wanted = (subscription_id or self.subscription_id).lower()
         return [m.resource_id for m in self.twin.machines() if m.subscription_id.lower() == wanted]
 
-    def machine_instances(self) -> list[str]:
-        """Instance ids of the per-machine orchestrations the host has."""
-        return [i for i in self.host.instance_ids() if i.startswith("hotpatch-")]
-
-    # --- time ----------------------------------------------------------------------------------------
-
-    def hold_clock(self) -> ClockHold:
-        """Hold the virtual clock where it is now (see ClockHold); let go at teardown if the test doesn't."""
-        hold = ClockHold(self.clock)
-        self.holds.append(hold)
-        return hold
 
 
 def write_event(resource_id: str, *, operation: str = MACHINE_WRITE, event_id: str = "evt-1",
@@ -228,3 +257,60 @@ def write_event(resource_id: str, *, operation: str = MACHINE_WRITE, event_id: s
     event.update(id=event_id, eventType=event_type, subject=subject or resource_id, data=data,
                  topic=f"/subscriptions/{subscription_id}")
     return event
+
+
+def one_machine_per_entry(machines: dict[str, dict[str, Any]], *, subscriptions: int = 1, seed: int = 1) -> Fleet:
+    """A fleet of one machine per ``{"name": {twin attributes}}`` entry."""
+    return load_scenario({
+        "seed": seed, "subscriptions": subscriptions,
+        "groups": [{"count": 1, "machine": {"name": name, **attributes}} for name, attributes in machines.items()],
+    })
+
+
+class Rigs:
+    """Opens rigs for a test and closes everything at its end, in the right order."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        self.stack = contextlib.ExitStack()
+        self.opened: list[Rig] = []
+
+    def open(self, machines: dict[str, dict[str, Any]], *, serve: bool = False, subscriptions: int = 1,
+             seed: int = 1, faults: Any = None, activity_workers: int = 4, **policy: Any) -> Rig:
+        import function_app
+
+        clock = VirtualClock()
+        twin = FleetTwin(one_machine_per_entry(machines, subscriptions=subscriptions, seed=seed), clock, faults)
+        twin_url = twin.start()
+        self.stack.callback(twin.stop)
+        host = DurableHost(function_app.app, clock, activity_workers=activity_workers)  # installs the clock
+        self.stack.callback(host.close)  # ... until closed
+        rig: Rig
+        if serve:
+            # The policy goes into the environment (monkeypatch) before twin_environment saves the ARM
+            # settings, so both are undone in the right order.
+            rig = served = Served(clock, twin, host, monkeypatch=self.monkeypatch)
+            served.set_policy(**policy)
+        else:
+            rig = Rig(clock, twin, host)
+        self.stack.enter_context(twin_environment(twin_url))
+        if serve:
+            host.start(port=0)  # function keys on: every call must carry the right key
+        self.opened.append(rig)
+        return rig
+
+    def close(self) -> None:
+        with self.stack:
+            for rig in self.opened:
+                # Close the host before letting held clocks go, so nothing runs past a test's last look.
+                rig.host.close()
+                for hold in rig.holds:
+                    hold.release()
+                if isinstance(rig, Served):
+                    rig.http.close()
+        for rig in self.opened:
+            assert not rig.host.background_errors, f"the host's driver failed: {rig.host.background_errors!r}"
+
+
+RigFor = Callable[..., Rig]
+ServeFleet = Callable[..., Served]

@@ -1,0 +1,1 @@
+"""Fast orchestrator unit tests: histories in, orchestrator state out (no host, no twin, no HTTP)."""
