@@ -23,6 +23,8 @@ from typing import Any
 
 from azure.durable_functions.models.utils.df_serialization import df_dumps
 
+from arc_hotpatch.durable_host.functions import list_functions
+
 T0 = datetime(2025, 11, 3, 9, 0, tzinfo=UTC)  # a Monday, 09:00 UTC
 STEP = timedelta(seconds=30)  # how long an activity takes unless a test says otherwise
 OUT_OF_PROC = "$OutOfProcData$:"
@@ -63,7 +65,7 @@ def registered_orchestrator(name: str) -> Callable[[str], str]:
     """The user function the Functions worker calls for orchestrator ``name`` (the SDK's handle)."""
     import function_app
 
-    for function in function_app.app.get_functions():
+    for function in list_functions(function_app.app):
         if function.get_function_name() == name:
             return function.get_user_function()
     raise LookupError(f"no function {name!r} registered on function_app.app")

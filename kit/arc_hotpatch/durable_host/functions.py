@@ -140,7 +140,8 @@ class InvocationContext(func.Context):
         return None
 
 
-def _get_functions(app: Any) -> list[Any]:
+def list_functions(app: Any) -> list[Any]:
+    """``app.get_functions()``, repeatable: the app stays usable by the next caller (another host, a test)."""
     # FunctionRegister.get_functions() records the names it saw and refuses them on a
     # second call; restore that bookkeeping so the app stays usable by others.
     saved = getattr(app, "functions_bindings", None)
@@ -166,7 +167,7 @@ class FunctionRegistry:
         self.orchestrators: dict[str, FunctionInfo] = {}
         self.activities: dict[str, FunctionInfo] = {}
         self.routes: list[HttpRoute] = []
-        for function in _get_functions(app):
+        for function in list_functions(app):
             info = self._describe(function)
             key = info.name.lower()
             self.functions[key] = info

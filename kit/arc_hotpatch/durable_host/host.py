@@ -12,169 +12,57 @@ Time comes from the host's clock. With a ``VirtualClock`` the driver runs all
 runnable work, then jumps the clock to the next durable timer or sleeping thread;
 ready work is ordered by instance id and task id so a run is reproducible. With a
 ``ScaledClock`` or ``SystemClock`` it runs in real time.
+
+``DurableHost`` is the facade that wires the parts together and drives them:
+
+- ``store.InstanceStore``: instances, their histories and inboxes, execution ids, durable timers;
+- ``episodes.EpisodeRunner``: orchestrator episodes through the SDK handle, committing their actions;
+- ``activities.ActivityWorkers``: the worker pool that executes activities;
+- ``management.InstanceManagement``: start, status, list, raise event, terminate, purge;
+- ``http_server.HttpRuntime``: the RPC endpoint, the public server and the timer / Event Grid / HTTP triggers;
+
+all sharing one lock (``sync.HostSync``) and one set of counters (``metrics.HostMetrics``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import heapq
-import inspect
-import json
 import logging
 import threading
 import time
-import traceback
-import uuid
-from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.durable_functions.models.utils.df_serialization import df_dumps
-from azure.functions import meta
-from azure.functions._durable_functions import OrchestrationContext
-from azure.functions.durable_functions import ActivityTriggerConverter
+from arc_hotpatch.clocks import Clock, install_clock
 
-from arc_hotpatch.clocks import Clock, VirtualClock, install_clock
-
-from . import history as h
-from .errors import (
-    DeadlockError,
-    HostTimeoutError,
-    InstanceAlreadyExists,
-    InstanceGone,
-    InstanceNotFound,
-    InstanceNotTerminal,
-    OrchestratorNotFound,
+from .activities import ActivityWorkers
+from .episodes import (
+    AZURE_STORAGE_LONG_TIMER_INTERVAL,
+    AZURE_STORAGE_MAX_SHORT_TIMER,
+    EpisodeRecord,
+    EpisodeRunner,
+    EpisodeSettings,
 )
-from .functions import FunctionInfo, FunctionRegistry, build_kwargs
+from .errors import DeadlockError, HostTimeoutError
+from .functions import FunctionInfo, FunctionRegistry
 from .history import HistoryEvent
-from .shim import (
-    DEFAULT_MAX_ORCHESTRATION_ACTIONS,
-    ShimFailure,
-    ShimReplay,
-    ShimResult,
-    unknown_function_message,
-)
+from .management import InstanceManagement
+from .metrics import HostMetrics
+from .shim import DEFAULT_MAX_ORCHESTRATION_ACTIONS
+from .store import RUNTIME_STATUSES, TERMINAL_STATUSES, InstanceStore
+from .sync import HostSync
 
-
-def _memoize_sdk_timestamp_parsing() -> None:
-    """Every replay re-parses every history timestamp with dateutil (the bulk of replay time).
-
-    The strings repeat from replay to replay and datetimes are immutable, so memoizing the
-    SDK's own parser changes no result, only the cost of long-running local simulations.
-    """
-    import importlib
-
-    history_event_module = importlib.import_module("azure.durable_functions.models.history.HistoryEvent")
-
-    parse = history_event_module.dt_parse
-    if not hasattr(parse, "cache_info"):
-        history_event_module.dt_parse = functools.lru_cache(maxsize=1 << 16)(parse)
-
-
-_memoize_sdk_timestamp_parsing()
+__all__ = [
+    "AZURE_STORAGE_LONG_TIMER_INTERVAL",
+    "AZURE_STORAGE_MAX_SHORT_TIMER",
+    "RUNTIME_STATUSES",
+    "TERMINAL_STATUSES",
+    "DurableHost",
+    "EpisodeRecord",
+    "EpisodeSettings",
+]
 
 log = logging.getLogger(__name__)
-
-PENDING = "Pending"
-RUNNING = "Running"
-COMPLETED = "Completed"
-FAILED = "Failed"
-TERMINATED = "Terminated"
-CONTINUED_AS_NEW = "ContinuedAsNew"
-TERMINAL_STATUSES = frozenset({COMPLETED, FAILED, TERMINATED})
-ACTIVE_STATUSES = frozenset({PENDING, RUNNING, CONTINUED_AS_NEW})
-RUNTIME_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, TERMINATED, CONTINUED_AS_NEW)
-
-_OUT_OF_PROC_MARKER = "$OutOfProcData$:"
-_ID_NAMESPACE = uuid.UUID("0d4c3f2a-7a51-4f7e-9a43-2f1e8c6b5d90")
-
-# Azure Storage's timer limits, sent to the SDK so it splits long timers (replay schema V3).
-AZURE_STORAGE_MAX_SHORT_TIMER = timedelta(days=6)
-AZURE_STORAGE_LONG_TIMER_INTERVAL = timedelta(days=3)
-
-
-def _timespan(delta: timedelta) -> str:
-    """.NET TimeSpan "c" format, e.g. ``6.00:00:00``."""
-    total = int(delta.total_seconds())
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    text = f"{hours:02d}:{minutes:02d}:{seconds:02d}"
-    return f"{days}.{text}" if days else text
-
-
-@dataclass
-class _Message:
-    """A queued message for an instance; ``execution_id`` None means "whatever execution is current"."""
-
-    kind: str  # "start" | "event" | "completion" | "terminate"
-    event: HistoryEvent | None
-    execution_id: str | None = None
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
-class _ParentLink:
-    instance_id: str
-    execution_id: str
-    task_id: int
-    name: str
-
-
-@dataclass
-class _ActivityJob:
-    instance_id: str
-    execution_id: str
-    task_id: int
-    name: str
-    input_text: str | None
-
-
-@dataclass(order=True)
-class _PendingTimer:
-    fire_at: datetime
-    instance_id: str
-    timer_id: int
-    execution_id: str = field(compare=False)
-    fire_at_text: str = field(compare=False)
-
-
-@dataclass
-class EpisodeRecord:
-    """What one episode exchanged with the SDK (kept when ``record_episodes=True``)."""
-
-    instance_id: str
-    execution_id: str
-    context_json: str
-    state: dict[str, Any] | None
-    error: str | None
-
-
-@dataclass
-class _Instance:
-    instance_id: str
-    name: str
-    input_text: str | None
-    execution_id: str
-    parent: _ParentLink | None
-    created_time: datetime
-    status: str = PENDING
-    last_updated_time: datetime | None = None
-    output: Any = None
-    custom_status: Any = None
-    history: list[HistoryEvent] = field(default_factory=list)
-    history_json: list[str] = field(default_factory=list)
-    inbox: deque[_Message] = field(default_factory=deque)
-    waiting_on: list[str] = field(default_factory=list)
-    previous_histories: deque[list[HistoryEvent]] = field(default_factory=lambda: deque(maxlen=10))
-
-
-class _OrchestratorCrash(Exception):
-    """The orchestrator handle raised something that is not the SDK's $OutOfProcData$ failure."""
 
 
 class DurableHost:
@@ -202,49 +90,56 @@ class DurableHost:
         self.app = app
         self.clock = clock
         self.hub_name = hub_name
-        self.batch_size = batch_size
         self.activity_workers = activity_workers
-        self.max_short_timer = max_short_timer
-        self.long_timer_interval = long_timer_interval
-        self.max_orchestration_actions = max_orchestration_actions
-        self.record_episodes = record_episodes
         self.registry = FunctionRegistry(app, route_prefix=route_prefix)
-        self._activity_names = self.registry.activity_names()
-        self._orchestrator_names = self.registry.orchestrator_names()
-        self._virtual = isinstance(clock, VirtualClock)
         self._previous_clock: Clock | None = install_clock(clock) if install else None
         self._installed = install
 
-        self._lock = threading.RLock()
-        self._changed = threading.Condition(self._lock)
-        self._jobs_available = threading.Condition(self._lock)
-        self._instances: dict[str, _Instance] = {}
-        self._timers: list[_PendingTimer] = []
-        self._jobs: deque[_ActivityJob] = deque()
-        self._jobs_waiting_to_start = 0
-        self._jobs_running = 0
-        self._completions: list[tuple[_ActivityJob, HistoryEvent]] = []
-        self._generations: Counter[str] = Counter()
-        self._instance_seq = 0
-        self._closing = False
-        self._driver_lock = threading.Lock()
+        self._sync = HostSync(clock)
+        self._lock = self._sync.lock
+        self._changed = self._sync.changed
+        self._virtual = self._sync.virtual
+        self._driver_lock = threading.Lock()  # one driver at a time (run_until_* or the background thread)
         self._background: threading.Thread | None = None
         self._stop = threading.Event()
         self.background_errors: list[BaseException] = []
-        self._episode_log: list[EpisodeRecord] = []
         self._http: Any = None  # http_server.HttpRuntime, created on demand
 
-        self._metrics = Counter[str]()
-        self._activity_calls: Counter[str] = Counter()
-        self._activity_failures: Counter[str] = Counter()
-        self._history_stats: dict[str, dict[str, int]] = {}
+        self._metrics = HostMetrics()
+        self._store = InstanceStore(self._sync, self._metrics, hub_name)
+        self._management = InstanceManagement(self._store, self.registry)
+        self._workers = ActivityWorkers(
+            self._store, self.registry, workers=activity_workers, client_bindings=self._client_bindings
+        )
+        self._settings = EpisodeSettings(
+            batch_size=batch_size,
+            max_short_timer=max_short_timer,
+            long_timer_interval=long_timer_interval,
+            max_orchestration_actions=max_orchestration_actions,
+            record_episodes=record_episodes,
+        )
+        self._episodes = EpisodeRunner(self._store, self._workers, self.registry, self._settings)
 
-        self._workers = [
-            threading.Thread(target=self._worker_main, name=f"durable-activity-{n}", daemon=True)
-            for n in range(activity_workers)
-        ]
-        for worker in self._workers:
-            worker.start()
+    # The episode settings, readable under the names of the constructor's arguments.
+    @property
+    def batch_size(self) -> int:
+        return self._settings.batch_size
+
+    @property
+    def max_short_timer(self) -> timedelta | None:
+        return self._settings.max_short_timer
+
+    @property
+    def long_timer_interval(self) -> timedelta:
+        return self._settings.long_timer_interval
+
+    @property
+    def max_orchestration_actions(self) -> int:
+        return self._settings.max_orchestration_actions
+
+    @property
+    def record_episodes(self) -> bool:
+        return self._settings.record_episodes
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> DurableHost:
@@ -259,13 +154,7 @@ class DurableHost:
         if self._http is not None:
             self._http.close()
             self._http = None
-        with self._lock:
-            self._closing = True
-            self._jobs_waiting_to_start -= len(self._jobs)
-            self._jobs.clear()  # queued activities of a closed host never start
-            self._jobs_available.notify_all()
-        for worker in self._workers:
-            worker.join(timeout=1.0)  # a worker parked on a virtual-clock sleep stays (daemon)
+        self._workers.close()
         if self._installed and self._previous_clock is not None:
             install_clock(self._previous_clock)
             self._installed = False
@@ -273,61 +162,27 @@ class DurableHost:
     # ------------------------------------------------------------------ client API
     def start_new(self, name: str, instance_id: str | None = None, input: Any = None) -> str:
         """Start orchestrator ``name`` (the DurableOrchestrationClient.start_new of this host)."""
-        # Encoded as the SDK's client encodes it (custom objects with ``to_json`` in their envelope).
-        return self.start_new_raw(name, instance_id, None if input is None else df_dumps(input))
+        return self._management.start_new(name, instance_id, input)
 
     def start_new_raw(self, name: str, instance_id: str | None, input_text: str | None) -> str:
         """Start with the input already JSON-encoded (what an HTTP client sent)."""
-        info = self.registry.orchestrator(name)
-        if info is None:
-            raise OrchestratorNotFound(unknown_function_message(name, "orchestrator", self._orchestrator_names))
-        if input_text is not None:
-            json.loads(input_text)  # reject what the extension could not deserialize either
-        with self._lock:
-            if instance_id is None:
-                instance_id = self._new_instance_id()
-            elif not instance_id or instance_id.startswith("@") or any(c in instance_id for c in "/\\#?"):
-                raise ValueError(f"invalid instance id {instance_id!r}")
-            existing = self._instances.get(instance_id)
-            if existing is not None and existing.status in ACTIVE_STATUSES:
-                raise InstanceAlreadyExists(
-                    f"An Orchestration instance with the status {existing.status} already exists."
-                )
-            self._create_instance(instance_id, info.durable_name, input_text, parent=None)
-            self._signal()
-        return instance_id
+        return self._management.start_new_raw(name, instance_id, input_text)
 
     def raise_event(self, instance_id: str, name: str, data: Any = None) -> None:
         """Send external event ``name`` with ``data`` (serialized to JSON) to an instance."""
-        self.raise_event_raw(instance_id, name, json.dumps(data))
+        self._management.raise_event(instance_id, name, data)
 
     def raise_event_raw(self, instance_id: str, name: str, input_text: str | None) -> None:
-        if not name:
-            raise ValueError("event name must be a non-empty string")
-        with self._lock:
-            instance = self._require(instance_id)
-            if instance.status in TERMINAL_STATUSES:
-                raise InstanceGone(f"Instance with ID {instance_id} is gone: either completed or failed")
-            instance.inbox.append(_Message("event", h.event_raised(self.clock.now(), name, input_text)))
-            self._metrics["events_raised"] += 1
-            self._signal()
+        self._management.raise_event_raw(instance_id, name, input_text)
 
     def terminate(self, instance_id: str, reason: str | None = None) -> None:
-        with self._lock:
-            instance = self._require(instance_id)
-            if instance.status in TERMINAL_STATUSES:
-                raise InstanceGone(f"Instance with ID {instance_id} is already in a terminal state ({instance.status})")
-            instance.inbox.append(_Message("terminate", None, reason=reason))
-            self._signal()
+        self._management.terminate(instance_id, reason)
 
     def get_status(self, instance_id: str, *, show_history: bool = False, show_input: bool = True) -> dict[str, Any]:
-        with self._lock:
-            return self._status(self._require(instance_id), show_history=show_history, show_input=show_input)
+        return self._management.get_status(instance_id, show_history, show_input)
 
     def find_status(self, instance_id: str) -> dict[str, Any] | None:
-        with self._lock:
-            instance = self._instances.get(instance_id)
-            return None if instance is None else self._status(instance)
+        return self._management.find_status(instance_id)
 
     def list_instances(
         self,
@@ -338,23 +193,11 @@ class DurableHost:
         instance_id_prefix: str | None = None,
         show_input: bool = True,
     ) -> list[dict[str, Any]]:
-        with self._lock:
-            selected = self._select(runtime_status, created_from, created_to, instance_id_prefix)
-            return [self._status(instance, show_input=show_input) for instance in selected]
+        return self._management.list_instances(runtime_status, created_from, created_to, instance_id_prefix, show_input)
 
     def purge(self, instance_id: str) -> int:
         """Delete a finished instance's state and history; returns the number deleted (0 or 1)."""
-        with self._lock:
-            instance = self._instances.get(instance_id)
-            if instance is None:
-                return 0
-            if instance.status not in TERMINAL_STATUSES:
-                raise InstanceNotTerminal(
-                    "Only orchestrations in a terminal state can be purged, but the orchestration with "
-                    f"instance ID {instance_id} has status {instance.status}"
-                )
-            del self._instances[instance_id]
-            return 1
+        return self._management.purge(instance_id)
 
     def purge_instances(
         self,
@@ -363,62 +206,29 @@ class DurableHost:
         created_to: datetime | None = None,
         runtime_status: Iterable[str] | None = None,
     ) -> int:
-        statuses = set(runtime_status) if runtime_status else set(TERMINAL_STATUSES)
-        with self._lock:
-            selected = self._select(statuses & TERMINAL_STATUSES, created_from, created_to, None)
-            for instance in selected:
-                del self._instances[instance.instance_id]
-            return len(selected)
+        return self._management.purge_instances(created_from, created_to, runtime_status)
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         """The current execution's history (copies of the DTFx events, as sent to the SDK)."""
-        with self._lock:
-            return [dict(event) for event in self._require(instance_id).history]
+        return self._management.history(instance_id)
 
     def execution_histories(self, instance_id: str) -> list[list[HistoryEvent]]:
         """Histories of the last executions (continue-as-new), oldest first, the current one last."""
-        with self._lock:
-            instance = self._require(instance_id)
-            return [[dict(e) for e in past] for past in instance.previous_histories] + [
-                [dict(e) for e in instance.history]
-            ]
+        return self._management.execution_histories(instance_id)
 
     def episode_log(self, instance_id: str | None = None) -> list[EpisodeRecord]:
-        with self._lock:
-            return [r for r in self._episode_log if instance_id is None or r.instance_id == instance_id]
+        return self._episodes.episode_log(instance_id)
 
     def instance_ids(self) -> list[str]:
-        with self._lock:
-            return sorted(self._instances)
+        return self._management.instance_ids()
 
     def progress_snapshot(self) -> dict[str, Any]:
         """Small summary for a progress line: virtual time, instances per status, work done."""
-        with self._lock:
-            by_status = Counter(instance.status for instance in self._instances.values())
-            return {
-                "virtual_time": h.status_time(self.clock.now()),
-                "instances": dict(sorted(by_status.items())),
-                "episodes": self._metrics["episodes"],
-                "activity_calls": sum(self._activity_calls.values()),
-                "pending_timers": len(self._timers),
-            }
+        return self._management.progress_snapshot()
 
     def metrics(self) -> dict[str, Any]:
         with self._lock:
-            per_instance = {iid: dict(stats) for iid, stats in sorted(self._history_stats.items())}
-            return {
-                "orchestrations": self._metrics["orchestrations"],
-                "executions": self._metrics["executions"],
-                "episodes": self._metrics["episodes"],
-                "history_events_replayed": self._metrics["history_events_replayed"],
-                "max_history_events": max((s["max"] for s in per_instance.values()), default=0),
-                "history_events": per_instance,
-                "activity_calls": dict(sorted(self._activity_calls.items())),
-                "activity_calls_total": sum(self._activity_calls.values()),
-                "activity_failures": dict(sorted(self._activity_failures.items())),
-                "timers_fired": self._metrics["timers_fired"],
-                "events_raised": self._metrics["events_raised"],
-            }
+            return self._metrics.report()
 
     # ------------------------------------------------------------------ driving
     def run_until_complete(
@@ -437,18 +247,17 @@ class DurableHost:
         ``progress_interval_s`` real seconds, and once at the end.
         """
         targets = list(instance_ids) if instance_ids is not None else None
+        instances = self._store.instances
         with self._lock:
             for instance_id in targets or []:
-                self._require(instance_id)
+                self._store.require(instance_id)
         last_report = time.monotonic()
 
         def done() -> bool:
             nonlocal last_report
             with self._lock:
-                ids = targets if targets is not None else list(self._instances)
-                finished = all(
-                    iid not in self._instances or self._instances[iid].status in TERMINAL_STATUSES for iid in ids
-                )
+                ids = targets if targets is not None else list(instances)
+                finished = all(iid not in instances or instances[iid].status in TERMINAL_STATUSES for iid in ids)
             if progress is not None and (finished or time.monotonic() - last_report >= progress_interval_s):
                 last_report = time.monotonic()
                 progress(self.progress_snapshot())
@@ -456,8 +265,8 @@ class DurableHost:
 
         self._drive_or_wait(done, targets, horizon=None, timeout_real_s=timeout_real_s)
         with self._lock:
-            ids = targets if targets is not None else sorted(self._instances)
-            return {iid: self._status(self._instances[iid]) for iid in ids if iid in self._instances}
+            ids = targets if targets is not None else sorted(instances)
+            return {iid: self._store.status(instances[iid]) for iid in ids if iid in instances}
 
     def run_until_idle(self, *, timeout_real_s: float = 300.0) -> None:
         """Process everything runnable without moving a virtual clock; returns when idle."""
@@ -495,7 +304,7 @@ class DurableHost:
             self._signal()
             thread.join(timeout=10.0)
 
-    # -------------------------------------------------------- client functions
+    # -------------------------------------------------------- triggers and client functions (http_server)
     def invoke_timer(self, name: str, *, past_due: bool = False) -> Any:
         """Run timer-trigger function ``name`` once now (like POST /admin/functions/{name})."""
         return self.http.invoke_timer(name, past_due=past_due)
@@ -537,6 +346,15 @@ class DurableHost:
                 self._http = HttpRuntime(self)
             return self._http
 
+    def _client_bindings(self, info: FunctionInfo) -> dict[str, str]:
+        """The durable client bindings of an activity that declares one (they point at this host's RPC endpoint)."""
+        return self.http._client_bindings(info)
+
+    def _signal(self) -> None:
+        """Wake the driver: something changed (http_server calls this when a client function ends)."""
+        self._sync.signal()
+
+    # ------------------------------------------------------------------ the driver loop
     def _background_main(self) -> None:
         while not self._stop.is_set():
             try:
@@ -586,13 +404,14 @@ class DurableHost:
         background: bool,
     ) -> None:
         budget_s = None if deadline is None else deadline - time.monotonic()
+        store, workers = self._store, self._workers
         while True:
-            self._fire_due_timers()
+            store.fire_due_timers()
             if background and self._http is not None:
                 self._http.fire_due_triggers()
             if not self._virtual:
-                self._collect_completions()
-            self._run_ready_episodes()
+                workers.collect_completions()
+            self._episodes.run_ready_episodes()
             if done():
                 return
             if deadline is not None and time.monotonic() > deadline:
@@ -600,7 +419,7 @@ class DurableHost:
             if self._virtual:
                 if not self._wait_quiescent(deadline, background):
                     continue
-                if self._collect_completions() or self._has_inbox_work():
+                if workers.collect_completions() or store.has_inbox_work():
                     continue
                 if done():
                     return
@@ -612,67 +431,37 @@ class DurableHost:
                     return
                 if next_due is None:
                     if background:
-                        self._wait_signal(0.05)
+                        self._sync.wait_signal(0.05)
                         continue
-                    waiting = self._waiting_report(targets)
-                    raise DeadlockError(self._deadlock_message(waiting), waiting)
+                    waiting = store.waiting_report(targets)
+                    raise DeadlockError(store.deadlock_message(waiting), waiting)
                 if next_due > self.clock.now():
                     self.clock.advance_to(next_due)  # type: ignore[attr-defined]
                 continue
             # Real time: sleep until the next durable timer (or trigger) is due or work arrives.
-            if horizon is not None and not self._has_inbox_work() and self._idle_real_time():
+            if horizon is not None and not store.has_inbox_work() and workers.idle():
                 return
             with self._changed:
-                if self._has_inbox_work() or self._completions:
+                if store.has_inbox_work() or workers.has_completions:
                     continue
                 self._changed.wait(self._real_wait_seconds(include_triggers=background))
 
     # -------------------------------------------------------------- driver helpers
     def _reached(self, horizon: datetime) -> bool:
         """Nothing left to do before ``horizon`` (used while a background driver runs)."""
-        if self._has_inbox_work():
+        if self._store.has_inbox_work():
             return False
         if self._virtual:
-            return self.clock.now() >= horizon and self._quiescent() and not self._completions
-        return self._idle_real_time()
-
-    def _signal(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
-        if self._virtual:
-            self.clock.notify()  # type: ignore[attr-defined]
-
-    def _wait_signal(self, seconds: float) -> None:
-        if self._virtual:
-            self.clock.wait_change(seconds)  # type: ignore[attr-defined]
-        else:
-            with self._changed:
-                self._changed.wait(seconds)
-
-    def _has_inbox_work(self) -> bool:
-        with self._lock:
-            return any(instance.inbox for instance in self._instances.values())
-
-    def _idle_real_time(self) -> bool:
-        with self._lock:
-            return not self._jobs and self._jobs_running == 0 and not self._completions
-
-    def _runnable(self) -> contextlib.AbstractContextManager[None]:
-        """Mark the enclosed work runnable: a VirtualClock does not jump while it runs."""
-        running = getattr(self.clock, "running", None)
-        return running() if running is not None else contextlib.nullcontext()
-
-    def _clock_settled(self) -> bool:
-        """Nothing runnable on the clock (a VirtualClock also counts released-but-not-awake sleepers)."""
-        return bool(self.clock.idle())  # type: ignore[attr-defined]
+            return self.clock.now() >= horizon and self._quiescent() and not self._workers.has_completions
+        return self._workers.idle()
 
     def _quiescent(self) -> bool:
         if self._http is not None and self._http.inflight:
             return False  # a client function is still running (it may start or signal instances)
-        with self._lock:
-            waiting, running = self._jobs_waiting_to_start, self._jobs_running
         # Queued jobs that cannot start because every worker is parked on a clock sleep count as idle.
-        return self._clock_settled() and (waiting == 0 or running >= self.activity_workers)
+        workers_settled = self._workers.settled()
+        # A VirtualClock also counts released-but-not-awake sleepers as runnable.
+        return bool(self.clock.idle()) and workers_settled  # type: ignore[attr-defined]
 
     def _wait_quiescent(self, deadline: float | None, background: bool) -> bool:
         while not self._quiescent():
@@ -680,15 +469,14 @@ class DurableHost:
                 return False
             if background and self._stop.is_set():
                 return False
-            self._wait_signal(0.01)
+            self._sync.wait_signal(0.01)
         return True
 
     def _next_due(self, *, include_triggers: bool) -> datetime | None:
         candidates: list[datetime] = []
-        with self._lock:
-            self._drop_dead_timers()
-            if self._timers:
-                candidates.append(self._timers[0].fire_at)
+        timer_due = self._store.next_timer_due()
+        if timer_due is not None:
+            candidates.append(timer_due)
         wakeup = self.clock.next_wakeup() if self._virtual else None  # type: ignore[attr-defined]
         if wakeup is not None:
             candidates.append(wakeup)
@@ -706,517 +494,7 @@ class DurableHost:
         speed = float(getattr(self.clock, "speed", 1.0))
         return max(0.0, min(0.2, simulated / speed))
 
-    def _active_execution(self, instance_id: str, execution_id: str) -> _Instance | None:
-        """The instance if ``execution_id`` is its current, still active execution.
-
-        Messages addressed to a purged, finished or continued-as-new execution are dropped (DTFx discards them).
-        """
-        instance = self._instances.get(instance_id)
-        if instance is None or instance.execution_id != execution_id or instance.status not in ACTIVE_STATUSES:
-            return None
-        return instance
-
-    def _drop_dead_timers(self) -> None:
-        # Timers of finished executions would be discarded on delivery anyway.
-        while self._timers:
-            timer = self._timers[0]
-            if self._active_execution(timer.instance_id, timer.execution_id) is not None:
-                return
-            heapq.heappop(self._timers)
-
-    def _fire_due_timers(self) -> None:
-        now = self.clock.now()
-        with self._lock:
-            fired = False
-            while self._timers and self._timers[0].fire_at <= now:
-                timer = heapq.heappop(self._timers)
-                instance = self._active_execution(timer.instance_id, timer.execution_id)
-                if instance is None:
-                    continue
-                event = h.timer_fired(now, timer.timer_id, timer.fire_at_text)
-                instance.inbox.append(_Message("completion", event, timer.execution_id))
-                self._metrics["timers_fired"] += 1
-                fired = True
-            if fired:
-                self._signal()
-
-    def _collect_completions(self) -> bool:
-        with self._lock:
-            completed, self._completions = self._completions, []
-            if self._virtual:
-                # Deterministic delivery order whatever order the worker threads finished in.
-                completed.sort(key=lambda item: (item[0].instance_id, item[0].execution_id, item[0].task_id))
-            for job, event in completed:
-                instance = self._active_execution(job.instance_id, job.execution_id)
-                if instance is not None:
-                    instance.inbox.append(_Message("completion", event, job.execution_id))
-            return bool(completed)
-
-    def _run_ready_episodes(self) -> None:
-        while True:
-            with self._lock:
-                ready = sorted(iid for iid, instance in self._instances.items() if instance.inbox)
-            if not ready:
-                return
-            for instance_id in ready:
-                self._run_episode(instance_id)
-
-    # ------------------------------------------------------------------ episodes
-    def _take_batch(self, instance: _Instance) -> list[_Message]:
-        batch: list[_Message] = []
-        while instance.inbox and len(batch) < self.batch_size:
-            message = instance.inbox.popleft()
-            if message.execution_id is not None and message.execution_id != instance.execution_id:
-                continue  # addressed to an execution that no longer exists (DTFx discards it)
-            batch.append(message)
-        return batch
-
-    def _run_episode(self, instance_id: str) -> None:
-        with self._lock:
-            instance = self._instances.get(instance_id)
-            if instance is None:
-                return
-            if instance.status in TERMINAL_STATUSES:
-                instance.inbox.clear()
-                return
-            batch = self._take_batch(instance)
-            if not batch:
-                return
-            now = self.clock.now()
-            terminate = next((m for m in batch if m.kind == "terminate"), None)
-            if terminate is not None:
-                self._terminate_now(instance, batch, terminate, now)
-                return
-            new_events = [h.orchestrator_started(now)] + [m.event for m in batch if m.event is not None]
-            history = instance.history + new_events
-            context_json = self._context_json(instance, new_events)
-            info = self.registry.orchestrator(instance.name)
-        with self._runnable():
-            outcome = self._execute_orchestrator(instance, info, context_json, history)
-        with self._lock:
-            self._commit_episode(instance, new_events, outcome, now, context_json)
-            self._signal()
-
-    def _context_json(self, instance: _Instance, new_events: list[HistoryEvent]) -> str:
-        fields: dict[str, Any] = {
-            "input": instance.input_text,
-            "instanceId": instance.instance_id,
-            "isReplaying": bool(instance.history),
-            "parentInstanceId": instance.parent.instance_id if instance.parent else None,
-            "upperSchemaVersion": 1,
-            "upperSchemaVersionNew": 2,
-        }
-        if self.max_short_timer is not None:
-            fields["maximumShortTimerDuration"] = _timespan(self.max_short_timer)
-            fields["longRunningTimerIntervalDuration"] = _timespan(self.long_timer_interval)
-        parts = instance.history_json + [h.dumps_event(event) for event in new_events]
-        return '{"history":[' + ",".join(parts) + "]," + json.dumps(fields)[1:]
-
-    def _execute_orchestrator(
-        self, instance: _Instance, info: FunctionInfo | None, context_json: str, history: list[HistoryEvent]
-    ) -> _EpisodeOutcome:
-        outcome = _EpisodeOutcome()
-        if info is None:
-            outcome.failure = (f"The orchestrator function '{instance.name}' is not registered in this app.", "")
-            return outcome
-        try:
-            state_json = info.user_function(OrchestrationContext(context_json))
-            if not isinstance(state_json, str):
-                raise _OrchestratorCrash(
-                    f"orchestrator handle returned {type(state_json).__name__}, expected the state JSON string "
-                    "(is the function registered with @app.orchestration_trigger?)"
-                )
-            outcome.state = json.loads(state_json)
-        except _OrchestratorCrash as exc:
-            outcome.failure = (f"Orchestrator function '{instance.name}' failed: {exc}", "")
-        except Exception as exc:
-            message = str(exc)
-            marker = message.find(_OUT_OF_PROC_MARKER)
-            if marker < 0:
-                outcome.failure = (
-                    f"Orchestrator function '{instance.name}' failed: {message or type(exc).__name__}",
-                    "".join(traceback.format_exception(exc)),
-                )
-            else:
-                outcome.state = json.loads(message[marker + len(_OUT_OF_PROC_MARKER) :])
-                cause = exc.__cause__ or exc
-                outcome.stack = "".join(traceback.format_exception(cause))
-        if outcome.state is not None:
-            actions_outer = outcome.state.get("actions") or [[]]
-            if len(actions_outer) != 1:
-                outcome.failure = (
-                    f"With OOProc schema V3, expected actions array to be of length 1 in outer layer but got "
-                    f"size: {len(actions_outer)}",
-                    "",
-                )
-                return outcome
-            replay = ShimReplay(
-                instance_id=instance.instance_id,
-                execution_id=instance.execution_id,
-                orchestrator_name=instance.name,
-                parent_instance_id=instance.parent.instance_id if instance.parent else None,
-                actions=actions_outer[0],
-                activity_names=self._activity_names,
-                orchestrator_names=self._orchestrator_names,
-                max_actions=self.max_orchestration_actions,
-            )
-            try:
-                outcome.replay = replay.run(history)
-            except ShimFailure as exc:
-                outcome.failure = (f"Orchestrator function '{instance.name}' failed: {exc}", "")
-        return outcome
-
-    def _commit_episode(
-        self,
-        instance: _Instance,
-        new_events: list[HistoryEvent],
-        outcome: _EpisodeOutcome,
-        now: datetime,
-        context_json: str,
-    ) -> None:
-        if self.record_episodes:
-            error = outcome.failure[0] if outcome.failure else None
-            self._episode_log.append(
-                EpisodeRecord(instance.instance_id, instance.execution_id, context_json, outcome.state, error)
-            )
-        replayed = len(instance.history) + len(new_events)
-        self._metrics["episodes"] += 1
-        self._metrics["history_events_replayed"] += replayed
-        stats = self._history_stats.setdefault(instance.instance_id, {"max": 0, "replayed": 0, "episodes": 0})
-        stats["max"] = max(stats["max"], replayed)
-        stats["replayed"] += replayed
-        stats["episodes"] += 1
-
-        self._append(instance, new_events)
-        state = outcome.state or {}
-        if "customStatus" in state:
-            instance.custom_status = state["customStatus"]
-        side_effects: list[Callable[[], None]] = []
-        replay = outcome.replay
-        if outcome.failure is None and replay is not None:
-            scheduling = [self._schedule(instance, work, now, side_effects) for work in replay.new_work]
-            self._append(instance, scheduling)
-            instance.waiting_on = replay.waiting_on
-        next_id = replay.next_task_id if replay is not None else 0
-        error = state.get("error")
-        if outcome.failure is None and error:
-            details = f"Message: {error}, StackTrace: {outcome.stack or ''}"
-            outcome.failure = (f"Orchestrator function '{instance.name}' failed: {error}", details)
-        continued_as_new = False
-        if outcome.failure is not None:
-            reason, details = outcome.failure
-            self._append(instance, [h.execution_completed(now, next_id, FAILED, reason, details or None)])
-            self._finish(instance, FAILED, now, output=reason, details=details)
-        elif state.get("isDone"):
-            continued_as_new = replay is not None and replay.continued_as_new
-            if continued_as_new:
-                self._append(instance, [h.continue_as_new(now, next_id, replay.continue_as_new_input)])
-            else:
-                output = state.get("output")
-                self._append(instance, [h.execution_completed(now, next_id, COMPLETED, json.dumps(output))])
-                self._finish(instance, COMPLETED, now, output=output)
-        elif instance.status in (PENDING, CONTINUED_AS_NEW):
-            instance.status = RUNNING
-        self._append(instance, [h.orchestrator_completed(now)])
-        self._mark_played(instance)
-        instance.last_updated_time = now
-        if continued_as_new:
-            self._continue_as_new(instance, replay.continue_as_new_input, replay.carryover_events, now)
-        for effect in side_effects:
-            effect()
-
-    def _schedule(
-        self, instance: _Instance, work: Any, now: datetime, side_effects: list[Callable[[], None]]
-    ) -> HistoryEvent:
-        if work.kind == "activity":
-            job = _ActivityJob(instance.instance_id, instance.execution_id, work.task_id, work.name, work.input_text)
-            side_effects.append(lambda: self._submit(job))
-            return h.task_scheduled(now, work.task_id, work.name, work.input_text)
-        if work.kind == "timer":
-            fire_at = h.parse_time(work.fire_at)
-            pending = _PendingTimer(fire_at, instance.instance_id, work.task_id, instance.execution_id, work.fire_at)
-            side_effects.append(lambda: heapq.heappush(self._timers, pending))
-            return h.timer_created(now, work.task_id, work.fire_at)
-        link = _ParentLink(instance.instance_id, instance.execution_id, work.task_id, instance.name)
-        side_effects.append(lambda: self._start_child(work.name, work.instance_id, work.input_text, link, now))
-        return h.sub_orchestration_created(now, work.task_id, work.name, work.instance_id, work.input_text)
-
-    def _append(self, instance: _Instance, events: list[HistoryEvent]) -> None:
-        instance.history.extend(events)
-
-    def _mark_played(self, instance: _Instance) -> None:
-        # Events of finished episodes are sent with IsPlayed=true from now on.
-        start = len(instance.history_json)
-        for event in instance.history[start:]:
-            event["IsPlayed"] = True
-            instance.history_json.append(h.dumps_event(event))
-
-    def _terminate_now(self, instance: _Instance, batch: list[_Message], message: _Message, now: datetime) -> None:
-        events = [h.orchestrator_started(now)]
-        events += [m.event for m in batch if m.kind == "start" and m.event is not None]
-        events.append(h.execution_terminated(now, message.reason))
-        events.append(h.execution_completed(now, -1, TERMINATED, message.reason))
-        events.append(h.orchestrator_completed(now))
-        self._append(instance, events)
-        self._mark_played(instance)
-        instance.inbox.clear()
-        instance.last_updated_time = now
-        self._finish(instance, TERMINATED, now, output=message.reason)
-        self._signal()
-
-    def _finish(
-        self, instance: _Instance, status: str, now: datetime, *, output: Any, details: str | None = None
-    ) -> None:
-        instance.status = status
-        instance.output = output
-        instance.waiting_on = []
-        parent = instance.parent
-        if parent is None:
-            return
-        parent_instance = self._active_execution(parent.instance_id, parent.execution_id)
-        if parent_instance is None:
-            return
-        if status == COMPLETED:
-            event = h.sub_orchestration_completed(now, parent.task_id, json.dumps(output))
-        else:
-            event = h.sub_orchestration_failed(now, parent.task_id, str(output), details or "")
-        parent_instance.inbox.append(_Message("completion", event, parent.execution_id))
-
-    def _continue_as_new(
-        self, instance: _Instance, input_text: str | None, carryover: list[HistoryEvent], now: datetime
-    ) -> None:
-        self._generations[instance.instance_id] += 1
-        instance.execution_id = self._execution_id(instance.instance_id)
-        instance.status = CONTINUED_AS_NEW
-        instance.input_text = input_text
-        instance.previous_histories.append(instance.history)
-        instance.history = []
-        instance.history_json = []
-        instance.waiting_on = []
-        instance.created_time = now
-        self._metrics["executions"] += 1
-        # Messages for the old execution are dropped; queued raised events (no execution id) stay,
-        # behind the events DTFx carries over from the last episode.
-        carried = [_Message("event", dict(event, IsPlayed=False)) for event in carryover]
-        queued = [m for m in instance.inbox if m.execution_id is None]
-        instance.inbox = deque([self._start_message(instance, now), *carried, *queued])
-
-    def _start_child(
-        self, name: str, instance_id: str, input_text: str | None, parent: _ParentLink, now: datetime
-    ) -> None:
-        existing = self._instances.get(instance_id)
-        if existing is not None and existing.status in ACTIVE_STATUSES:
-            parent_instance = self._instances[parent.instance_id]
-            reason = f"An Orchestration instance with the status {existing.status} already exists."
-            event = h.sub_orchestration_failed(now, parent.task_id, reason, "")
-            parent_instance.inbox.append(_Message("completion", event, parent.execution_id))
-            return
-        info = self.registry.orchestrator(name)
-        self._create_instance(instance_id, info.durable_name if info else name, input_text, parent=parent)
-
-    def _create_instance(
-        self, instance_id: str, name: str, input_text: str | None, *, parent: _ParentLink | None
-    ) -> _Instance:
-        now = self.clock.now()
-        self._generations[instance_id] += 1
-        instance = _Instance(
-            instance_id=instance_id,
-            name=name,
-            input_text=input_text,
-            execution_id=self._execution_id(instance_id),
-            parent=parent,
-            created_time=now,
-            last_updated_time=now,
-        )
-        instance.inbox.append(self._start_message(instance, now))
-        self._instances[instance_id] = instance
-        self._history_stats.pop(instance_id, None)
-        self._metrics["orchestrations"] += 1
-        self._metrics["executions"] += 1
-        return instance
-
-    def _start_message(self, instance: _Instance, now: datetime) -> _Message:
-        parent = None
-        if instance.parent is not None:
-            parent = {
-                "Name": instance.parent.name,
-                "Version": "",
-                "OrchestrationInstance": {
-                    "InstanceId": instance.parent.instance_id,
-                    "ExecutionId": instance.parent.execution_id,
-                },
-                "TaskScheduleId": instance.parent.task_id,
-            }
-        event = h.execution_started(
-            now,
-            name=instance.name,
-            instance_id=instance.instance_id,
-            execution_id=instance.execution_id,
-            input_text=instance.input_text,
-            parent=parent,
-        )
-        return _Message("start", event, instance.execution_id)
-
-    def _new_instance_id(self) -> str:
-        # Deterministic GUID-like ids (the extension uses Guid.NewGuid().ToString("N")).
-        self._instance_seq += 1
-        return uuid.uuid5(_ID_NAMESPACE, f"{self.hub_name}/instance/{self._instance_seq}").hex
-
-    def _execution_id(self, instance_id: str) -> str:
-        generation = self._generations[instance_id]
-        return uuid.uuid5(_ID_NAMESPACE, f"{self.hub_name}/{instance_id}/execution/{generation}").hex
-
-    # ------------------------------------------------------------------ activities
-    def _submit(self, job: _ActivityJob) -> None:
-        self._jobs.append(job)
-        self._jobs_waiting_to_start += 1
-        self._activity_calls[job.name] += 1
-        self._jobs_available.notify()
-
-    def _worker_main(self) -> None:
-        while True:
-            with self._jobs_available:
-                while not self._jobs and not self._closing:
-                    self._jobs_available.wait()
-                if not self._jobs:
-                    return
-                job = self._jobs.popleft()
-            with self._runnable():
-                with self._lock:
-                    self._jobs_waiting_to_start -= 1
-                    self._jobs_running += 1
-                try:
-                    event = self._execute_activity(job)
-                finally:
-                    with self._lock:
-                        self._jobs_running -= 1
-                with self._lock:
-                    self._completions.append((job, event))
-            self._signal()  # after leaving running(), so the driver sees the clock idle
-
-    def _execute_activity(self, job: _ActivityJob) -> HistoryEvent:
-        info = self.registry.activity(job.name)
-        try:
-            if info is None:
-                raise LookupError(f"activity function '{job.name}' is not registered")
-            # The worker decodes the trigger payload with the SDK's ActivityTriggerConverter.
-            value = None
-            if job.input_text is not None:
-                value = ActivityTriggerConverter.decode(meta.Datum(job.input_text, "json"), trigger_metadata=None)
-            # An activity may also declare a durable client binding (e.g. to start other orchestrations).
-            bindings = self.http._client_bindings(info) if info.durable_clients else None
-            result = info.user_function(**build_kwargs(info, value, bindings))
-            if inspect.isawaitable(result):
-                # As in the Python worker, async functions share one event loop (the SDK's aiohttp
-                # session is process-wide and bound to the loop that created it).
-                from .http_server import client_loop
-
-                result = client_loop().run(_await(result))
-            encoded = ActivityTriggerConverter.encode(result, expected_type=None)
-            return h.task_completed(self.clock.now(), job.task_id, encoded.value)
-        except Exception as exc:
-            with self._lock:
-                self._activity_failures[job.name] += 1
-            reason = f"Activity function '{job.name}' failed: {type(exc).__name__}: {exc}"
-            details = _user_traceback(exc)
-            return h.task_failed(self.clock.now(), job.task_id, reason, details)
-
-    # ------------------------------------------------------------------ status
-    def _require(self, instance_id: str) -> _Instance:
-        instance = self._instances.get(instance_id)
-        if instance is None:
-            raise InstanceNotFound(f"No instance with ID {instance_id} found.")
-        return instance
-
-    def _select(
-        self,
-        runtime_status: Iterable[str] | None,
-        created_from: datetime | None,
-        created_to: datetime | None,
-        prefix: str | None,
-    ) -> list[_Instance]:
-        statuses = {s.lower() for s in runtime_status} if runtime_status else None
-        selected = []
-        for instance_id in sorted(self._instances):
-            instance = self._instances[instance_id]
-            if statuses is not None and instance.status.lower() not in statuses:
-                continue
-            if created_from is not None and instance.created_time < created_from:
-                continue
-            if created_to is not None and instance.created_time > created_to:
-                continue
-            if prefix and not instance_id.startswith(prefix):
-                continue
-            selected.append(instance)
-        return selected
-
-    def _status(self, instance: _Instance, *, show_history: bool = False, show_input: bool = True) -> dict[str, Any]:
-        status: dict[str, Any] = {
-            "name": instance.name,
-            "instanceId": instance.instance_id,
-            "runtimeStatus": instance.status,
-            "input": json.loads(instance.input_text) if show_input and instance.input_text is not None else None,
-            "customStatus": instance.custom_status,
-            "output": instance.output,
-            "createdTime": h.status_time(instance.created_time),
-            "lastUpdatedTime": h.status_time(instance.last_updated_time or instance.created_time),
-        }
-        if show_history:
-            status["historyEvents"] = [
-                {"EventType": h.event_type_name(e)}
-                | {key: value for key, value in e.items() if key not in ("EventType", "IsPlayed")}
-                for e in instance.history
-            ]
-        return status
-
-    def _waiting_report(self, targets: list[str] | None) -> dict[str, list[str]]:
-        with self._lock:
-            ids = targets if targets is not None else sorted(self._instances)
-            report: dict[str, list[str]] = {}
-            for instance_id in ids:
-                instance = self._instances.get(instance_id)
-                if instance is None or instance.status in TERMINAL_STATUSES:
-                    continue
-                report[instance_id] = list(instance.waiting_on) or [
-                    "nothing the host can complete (the orchestrator is not done but scheduled no pending work)"
-                ]
-            return report
-
-    def _deadlock_message(self, waiting: dict[str, list[str]]) -> str:
-        lines = []
-        with self._lock:
-            for instance_id, items in waiting.items():
-                instance = self._instances[instance_id]
-                lines.append(
-                    f"instance '{instance_id}' (orchestrator '{instance.name}', {instance.status}) waits for: "
-                    + "; ".join(items)
-                )
-        return (
-            f"no progress possible at {h.status_time(self.clock.now())}: no runnable work, no pending durable "
-            "timer and no sleeping activity, but " + " | ".join(lines)
-        )
-
     def _timeout_message(self, targets: list[str] | None, budget_s: float | None) -> str:
-        waiting = self._waiting_report(targets)
+        waiting = self._store.waiting_report(targets)
         names = ", ".join(f"'{iid}'" for iid in waiting) or "(none)"
         return f"real-time budget of {budget_s:.1f}s exhausted; unfinished instances: {names}"
-
-
-@dataclass
-class _EpisodeOutcome:
-    state: dict[str, Any] | None = None
-    replay: ShimResult | None = None
-    failure: tuple[str, str] | None = None  # (reason, details): the extension fails the instance
-    stack: str | None = None
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
-
-
-def _user_traceback(exc: BaseException) -> str:
-    """The traceback without the host's own frames (what the worker reports for the function)."""
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_frame.f_code.co_filename == __file__ and tb.tb_next is not None:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))

@@ -4,6 +4,7 @@ The app reaches it through the real ``azure-mgmt-hybridcompute`` SDK (see
 ``core.azure_clients``); only the endpoint and the credential differ from Azure.
 """
 
+from .calls import ExchangeRecord
 from .faults import CHAOS, NO_FAULTS, Faults, FaultsError, load_faults
 from .fleet import (
     MACHINE_ATTRIBUTES,
@@ -16,9 +17,9 @@ from .fleet import (
     load_scenario,
     machine_spec,
 )
+from .fleet_twin import HYBRID_COMPUTE_API_VERSION, FleetTwin
 from .inspection import MachineSnapshot, RunSnapshot
 from .machine import LicenseWrite
-from .server import HYBRID_COMPUTE_API_VERSION, ExchangeRecord, FleetTwin
 
 __all__ = [
     "CHAOS",

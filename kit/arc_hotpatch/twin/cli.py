@@ -9,7 +9,7 @@ from typing import TextIO
 from ..clocks import ScaledClock, install_clock
 from .faults import Faults, load_faults
 from .fleet import Fleet
-from .server import HYBRID_COMPUTE_API_VERSION, FleetTwin
+from .fleet_twin import HYBRID_COMPUTE_API_VERSION, FleetTwin
 
 
 def run_twin_cli(
@@ -48,9 +48,9 @@ def run_twin_cli(
             f'Microsoft.HybridCompute/machines?api-version={HYBRID_COMPUTE_API_VERSION}"',
             file=out,
         )
-        print("  Ctrl-C to stop.", file=out, flush=True)
         waiter = stop or threading.Event()
         try:
+            print("  Ctrl-C to stop.", file=out, flush=True)  # inside the try: a Ctrl-C right after it is handled
             while not waiter.wait(0.5):
                 pass
         except KeyboardInterrupt:

@@ -214,6 +214,14 @@ def _z(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def machine_resource_id(subscription_id: str, resource_group: str, name: str) -> str:
+    """A machine's ARM resource id; lower-cased, it is the machine's key in the twin's indexes."""
+    return (
+        f"/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+        f"/providers/Microsoft.HybridCompute/machines/{name}"
+    )
+
+
 class SimulatedMachine:
     """One machine; call ``advance(now)`` before reading or changing it."""
 
@@ -233,10 +241,7 @@ class SimulatedMachine:
         self.subscription_id = subscription_id
         self.resource_group = spec.resource_group
         self.tenant_id = tenant_id
-        self.resource_id = (
-            f"/subscriptions/{subscription_id}/resourceGroups/{spec.resource_group}"
-            f"/providers/Microsoft.HybridCompute/machines/{spec.name}"
-        )
+        self.resource_id = machine_resource_id(subscription_id, spec.resource_group, spec.name)
         self.key = self.resource_id.lower()
         self._seed = seed
         self._faults = faults

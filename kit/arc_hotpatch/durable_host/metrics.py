@@ -1,0 +1,48 @@
+"""Counters of the local durable host's work, and the ``metrics()`` report built from them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class HostMetrics:
+    """What the host has done so far; updated by the components while they hold the host's lock.
+
+    ``counts`` keys: ``orchestrations``, ``executions``, ``episodes``, ``history_events_replayed``,
+    ``timers_fired``, ``events_raised``. ``history_stats``: per instance id, the largest history an
+    episode replayed (``max``), the events replayed in total and the number of episodes.
+    """
+
+    counts: Counter[str] = field(default_factory=Counter)
+    activity_calls: Counter[str] = field(default_factory=Counter)
+    activity_failures: Counter[str] = field(default_factory=Counter)
+    history_stats: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def record_episode(self, instance_id: str, replayed: int) -> None:
+        """One episode of ``instance_id`` replayed a history of ``replayed`` events."""
+        self.counts["episodes"] += 1
+        self.counts["history_events_replayed"] += replayed
+        stats = self.history_stats.setdefault(instance_id, {"max": 0, "replayed": 0, "episodes": 0})
+        stats["max"] = max(stats["max"], replayed)
+        stats["replayed"] += replayed
+        stats["episodes"] += 1
+
+    def report(self) -> dict[str, Any]:
+        """The ``DurableHost.metrics()`` dict (copies: the caller may keep or change it)."""
+        per_instance = {iid: dict(stats) for iid, stats in sorted(self.history_stats.items())}
+        return {
+            "orchestrations": self.counts["orchestrations"],
+            "executions": self.counts["executions"],
+            "episodes": self.counts["episodes"],
+            "history_events_replayed": self.counts["history_events_replayed"],
+            "max_history_events": max((s["max"] for s in per_instance.values()), default=0),
+            "history_events": per_instance,
+            "activity_calls": dict(sorted(self.activity_calls.items())),
+            "activity_calls_total": sum(self.activity_calls.values()),
+            "activity_failures": dict(sorted(self.activity_failures.items())),
+            "timers_fired": self.counts["timers_fired"],
+            "events_raised": self.counts["events_raised"],
+        }

@@ -1,0 +1,293 @@
+"""The instance store of the local durable host: instances, their histories and inboxes, pending durable timers.
+
+What the Azure Storage backend keeps for a task hub: every instance by id with its current
+execution (history, status, output, custom status, queued messages) and the histories of its
+last executions, the execution-id generations, and the durable timers not yet fired. Also how
+an instance is rendered as the extension renders a status, and what unfinished instances wait for.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import uuid
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from . import history as h
+from .errors import InstanceNotFound
+from .history import HistoryEvent
+from .metrics import HostMetrics
+from .sync import HostSync
+
+PENDING = "Pending"
+RUNNING = "Running"
+COMPLETED = "Completed"
+FAILED = "Failed"
+TERMINATED = "Terminated"
+CONTINUED_AS_NEW = "ContinuedAsNew"
+TERMINAL_STATUSES = frozenset({COMPLETED, FAILED, TERMINATED})
+ACTIVE_STATUSES = frozenset({PENDING, RUNNING, CONTINUED_AS_NEW})
+RUNTIME_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, TERMINATED, CONTINUED_AS_NEW)
+
+_ID_NAMESPACE = uuid.UUID("0d4c3f2a-7a51-4f7e-9a43-2f1e8c6b5d90")
+
+
+@dataclass
+class Message:
+    """A queued message for an instance; ``execution_id`` None means "whatever execution is current"."""
+
+    kind: str  # "start" | "event" | "completion" | "terminate"
+    event: HistoryEvent | None
+    execution_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ParentLink:
+    """The execution and task of the orchestration that started a sub-orchestration."""
+
+    instance_id: str
+    execution_id: str
+    task_id: int
+    name: str
+
+
+@dataclass(order=True)
+class PendingTimer:
+    """A durable timer not yet fired; the heap orders by due time, then instance id and timer id."""
+
+    fire_at: datetime
+    instance_id: str
+    timer_id: int
+    execution_id: str = field(compare=False)
+    fire_at_text: str = field(compare=False)
+
+
+@dataclass
+class Instance:
+    """An orchestration instance: its current execution's state and history, and its inbox."""
+
+    instance_id: str
+    name: str
+    input_text: str | None
+    execution_id: str
+    parent: ParentLink | None
+    created_time: datetime
+    status: str = PENDING
+    last_updated_time: datetime | None = None
+    output: Any = None
+    custom_status: Any = None
+    history: list[HistoryEvent] = field(default_factory=list)
+    history_json: list[str] = field(default_factory=list)  # the played events, already serialized
+    inbox: deque[Message] = field(default_factory=deque)
+    waiting_on: list[str] = field(default_factory=list)
+    previous_histories: deque[list[HistoryEvent]] = field(default_factory=lambda: deque(maxlen=10))
+
+
+class InstanceStore:
+    """Instances by id, execution ids, and the heap of pending durable timers.
+
+    It carries what every component shares: ``sync`` (the host's one lock, the clock, the driver's
+    wake-up) and ``metrics``. Methods that do not take the lock themselves expect the caller to hold it.
+    """
+
+    def __init__(self, sync: HostSync, metrics: HostMetrics, hub_name: str) -> None:
+        self.sync = sync
+        self.metrics = metrics
+        self.hub_name = hub_name
+        self.instances: dict[str, Instance] = {}
+        self.timers: list[PendingTimer] = []
+        self._generations: Counter[str] = Counter()
+        self._instance_seq = 0
+
+    # ------------------------------------------------------------------ instances
+    def require(self, instance_id: str) -> Instance:
+        instance = self.instances.get(instance_id)
+        if instance is None:
+            raise InstanceNotFound(f"No instance with ID {instance_id} found.")
+        return instance
+
+    def active_execution(self, instance_id: str, execution_id: str) -> Instance | None:
+        """The instance if ``execution_id`` is its current, still active execution.
+
+        Messages addressed to a purged, finished or continued-as-new execution are dropped (DTFx discards them).
+        """
+        instance = self.instances.get(instance_id)
+        if instance is None or instance.execution_id != execution_id or instance.status not in ACTIVE_STATUSES:
+            return None
+        return instance
+
+    def create_instance(
+        self, instance_id: str, name: str, input_text: str | None, *, parent: ParentLink | None
+    ) -> Instance:
+        """A new instance (replacing a finished one of the same id), its start message queued."""
+        now = self.sync.clock.now()
+        instance = Instance(
+            instance_id=instance_id,
+            name=name,
+            input_text=input_text,
+            execution_id=self.next_execution_id(instance_id),
+            parent=parent,
+            created_time=now,
+            last_updated_time=now,
+        )
+        instance.inbox.append(self.start_message(instance, now))
+        self.instances[instance_id] = instance
+        self.metrics.history_stats.pop(instance_id, None)
+        self.metrics.counts["orchestrations"] += 1
+        self.metrics.counts["executions"] += 1
+        return instance
+
+    def start_message(self, instance: Instance, now: datetime) -> Message:
+        """The ExecutionStarted message of the instance's current execution."""
+        parent = None
+        if instance.parent is not None:
+            parent = {
+                "Name": instance.parent.name,
+                "Version": "",
+                "OrchestrationInstance": {
+                    "InstanceId": instance.parent.instance_id,
+                    "ExecutionId": instance.parent.execution_id,
+                },
+                "TaskScheduleId": instance.parent.task_id,
+            }
+        event = h.execution_started(
+            now,
+            name=instance.name,
+            instance_id=instance.instance_id,
+            execution_id=instance.execution_id,
+            input_text=instance.input_text,
+            parent=parent,
+        )
+        return Message("start", event, instance.execution_id)
+
+    def new_instance_id(self) -> str:
+        # Deterministic GUID-like ids (the extension uses Guid.NewGuid().ToString("N")).
+        self._instance_seq += 1
+        return uuid.uuid5(_ID_NAMESPACE, f"{self.hub_name}/instance/{self._instance_seq}").hex
+
+    def next_execution_id(self, instance_id: str) -> str:
+        """The id of the next execution of ``instance_id`` (a new instance, or one continuing as new)."""
+        self._generations[instance_id] += 1
+        generation = self._generations[instance_id]
+        return uuid.uuid5(_ID_NAMESPACE, f"{self.hub_name}/{instance_id}/execution/{generation}").hex
+
+    def has_inbox_work(self) -> bool:
+        with self.sync.lock:
+            return any(instance.inbox for instance in self.instances.values())
+
+    def ready_instance_ids(self) -> list[str]:
+        """Instances with queued messages, in id order (a reproducible episode order)."""
+        with self.sync.lock:
+            return sorted(iid for iid, instance in self.instances.items() if instance.inbox)
+
+    # ------------------------------------------------------------------ durable timers
+    def add_timer(self, timer: PendingTimer) -> None:
+        heapq.heappush(self.timers, timer)
+
+    def next_timer_due(self) -> datetime | None:
+        with self.sync.lock:
+            self._drop_dead_timers()
+            return self.timers[0].fire_at if self.timers else None
+
+    def _drop_dead_timers(self) -> None:
+        # Timers of finished executions would be discarded on delivery anyway.
+        while self.timers:
+            timer = self.timers[0]
+            if self.active_execution(timer.instance_id, timer.execution_id) is not None:
+                return
+            heapq.heappop(self.timers)
+
+    def fire_due_timers(self) -> None:
+        """Deliver a TimerFired to each instance whose timer is due on the clock."""
+        now = self.sync.clock.now()
+        with self.sync.lock:
+            fired = False
+            while self.timers and self.timers[0].fire_at <= now:
+                timer = heapq.heappop(self.timers)
+                instance = self.active_execution(timer.instance_id, timer.execution_id)
+                if instance is None:
+                    continue
+                event = h.timer_fired(now, timer.timer_id, timer.fire_at_text)
+                instance.inbox.append(Message("completion", event, timer.execution_id))
+                self.metrics.counts["timers_fired"] += 1
+                fired = True
+            if fired:
+                self.sync.signal()
+
+    # ------------------------------------------------------------------ queries and status
+    def select(
+        self,
+        runtime_status: Iterable[str] | None,
+        created_from: datetime | None,
+        created_to: datetime | None,
+        prefix: str | None,
+    ) -> list[Instance]:
+        """The instances matching every given filter, in id order (statuses match case-insensitively)."""
+        statuses = {s.lower() for s in runtime_status} if runtime_status else None
+        selected = []
+        for instance_id in sorted(self.instances):
+            instance = self.instances[instance_id]
+            if statuses is not None and instance.status.lower() not in statuses:
+                continue
+            if created_from is not None and instance.created_time < created_from:
+                continue
+            if created_to is not None and instance.created_time > created_to:
+                continue
+            if prefix and not instance_id.startswith(prefix):
+                continue
+            selected.append(instance)
+        return selected
+
+    @staticmethod
+    def status(instance: Instance, *, show_history: bool = False, show_input: bool = True) -> dict[str, Any]:
+        """The instance as the extension's status query returns it."""
+        status: dict[str, Any] = {
+            "name": instance.name,
+            "instanceId": instance.instance_id,
+            "runtimeStatus": instance.status,
+            "input": json.loads(instance.input_text) if show_input and instance.input_text is not None else None,
+            "customStatus": instance.custom_status,
+            "output": instance.output,
+            "createdTime": h.status_time(instance.created_time),
+            "lastUpdatedTime": h.status_time(instance.last_updated_time or instance.created_time),
+        }
+        if show_history:
+            status["historyEvents"] = [
+                {"EventType": h.event_type_name(e)}
+                | {key: value for key, value in e.items() if key not in ("EventType", "IsPlayed")}
+                for e in instance.history
+            ]
+        return status
+
+    def waiting_report(self, targets: list[str] | None) -> dict[str, list[str]]:
+        """What each unfinished instance (of ``targets``, default all) waits for."""
+        with self.sync.lock:
+            ids = targets if targets is not None else sorted(self.instances)
+            report: dict[str, list[str]] = {}
+            for instance_id in ids:
+                instance = self.instances.get(instance_id)
+                if instance is None or instance.status in TERMINAL_STATUSES:
+                    continue
+                report[instance_id] = list(instance.waiting_on) or [
+                    "nothing the host can complete (the orchestrator is not done but scheduled no pending work)"
+                ]
+            return report
+
+    def deadlock_message(self, waiting: dict[str, list[str]]) -> str:
+        lines = []
+        with self.sync.lock:
+            for instance_id, items in waiting.items():
+                instance = self.instances[instance_id]
+                lines.append(
+                    f"instance '{instance_id}' (orchestrator '{instance.name}', {instance.status}) waits for: "
+                    + "; ".join(items)
+                )
+        return (
+            f"no progress possible at {h.status_time(self.sync.clock.now())}: no runnable work, no pending durable "
+            "timer and no sleeping activity, but " + " | ".join(lines)
+        )
