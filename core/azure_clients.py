@@ -4,14 +4,11 @@
 configured cloud's endpoint in production, the fleet twin's URL and a static token in
 development. Clients are the real SDK clients with three adjustments:
 
-- their transport sleeps on ``core.clock.current_clock()``, so LRO polling and
-  retry-after-429 waits follow the virtual clock in simulations (and real time in Azure);
-- ``lro_polling(endpoint)`` is the polling method every ``begin_*`` call passes as ``polling=``:
-  under a virtual clock it polls in the calling thread (see ``CallerThreadARMPolling``), so a
-  thread waiting in ``poller.result()`` is the one that sleeps on the clock;
+- their transport sleeps on ``core.clock.current_clock()``, so retry-after-429 waits follow
+  the virtual clock in simulations (and real time in Azure);
 - bearer tokens may go over plain ``http://`` to a loopback endpoint (the twin) only.
 
-ARM's default retry policy is kept: it honours ``Retry-After`` on 429 and 5xx.
+ARM's retries honour ``Retry-After`` on 429 and 5xx, bounded per request (``ActivityRetryPolicy``).
 Connections are cached per (endpoint, token) and clients per (connection, subscription)
 and thread: azure-core's ``RequestsTransport`` holds one ``requests.Session``, which is
 not documented as thread-safe, and activities run on a thread pool.
@@ -29,9 +26,9 @@ from urllib.parse import urlparse
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
 from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import RequestsTransport
 from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
-from azure.mgmt.core.polling.arm_polling import ARMPolling
 from azure.mgmt.hybridcompute import HybridComputeManagementClient
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 
@@ -142,40 +139,10 @@ def _credential_for(endpoint: str, token: str | None) -> TokenCredential:
 
 
 class ClockSleepingTransport(RequestsTransport):
-    """The requests transport, sleeping on the process clock (LRO polls, retry back-off)."""
+    """The requests transport, sleeping on the process clock (retry back-off)."""
 
     def sleep(self, duration: float) -> None:
         current_clock().sleep(duration)
-
-
-def _clock_counts_runnable_work() -> bool:
-    """True for a virtual clock: one that only jumps when no ``running()`` work is left."""
-    return hasattr(current_clock(), "running")
-
-
-class CallerThreadARMPolling(ARMPolling):
-    """ARM polling that, under a virtual clock, polls in the thread that started the operation.
-
-    azure-core's ``LROPoller`` polls in a thread of its own. Under the local durable host an
-    activity runs inside ``VirtualClock.running()`` and waits in ``poller.result()``: it stays
-    "runnable" while the poller thread sleeps, so the clock would never jump to the poller's
-    wake-up. Polling to completion inside ``initialize`` (the caller's thread) makes
-    ``LROPoller`` find the operation finished and start no thread; the caller's own sleeps then
-    release the clock. With a real-time clock this class behaves exactly like ``ARMPolling``.
-    """
-
-    def initialize(self, client: Any, initial_response: Any, deserialization_callback: Any) -> None:
-        super().initialize(client, initial_response, deserialization_callback)
-        if _clock_counts_runnable_work() and not self.finished():
-            self.run()
-
-
-LRO_DEFAULT_DELAY_S = 30  # the generated clients' polling_interval: used when ARM sends no Retry-After
-
-
-def lro_polling(endpoint: str) -> ARMPolling:
-    """The polling method for one long-running call (``begin_*(..., polling=lro_polling(endpoint))``)."""
-    return CallerThreadARMPolling(LRO_DEFAULT_DELAY_S, path_format_arguments={"endpoint": endpoint})
 
 
 class LoopbackBearerTokenPolicy(ARMChallengeAuthenticationPolicy):
@@ -187,11 +154,34 @@ class LoopbackBearerTokenPolicy(ARMChallengeAuthenticationPolicy):
         super().on_request(request)
 
 
+MAX_SDK_WAIT_S = 20  # an activity waits at most this long in the SDK's own retries (see ActivityRetryPolicy)
+
+
+class ActivityRetryPolicy(RetryPolicy):
+    """ARM's retries of 429 and 5xx, honouring ``Retry-After``, but never sleeping more than ``MAX_SDK_WAIT_S``
+    for one request: a longer wait belongs to the orchestration's durable timers (the activity fails and
+    the orchestration retries it later), not to an activity holding a worker."""
+
+    def _wait_for(self, settings: dict[str, Any], response: Any = None) -> float:
+        return float((self.get_retry_after(response) if response is not None else None)
+                     or self.get_backoff_time(settings))
+
+    def is_retry(self, settings: dict[str, Any], response: Any) -> bool:
+        if not super().is_retry(settings, response):
+            return False
+        return settings.get("slept_s", 0.0) + self._wait_for(settings, response) <= MAX_SDK_WAIT_S
+
+    def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
+        settings["slept_s"] = settings.get("slept_s", 0.0) + self._wait_for(settings, response)
+        super().sleep(settings, transport, response)
+
+
 def _client_options(connection: ArmConnection) -> dict[str, Any]:
     options: dict[str, Any] = {
         "base_url": connection.endpoint,
         "credential_scopes": connection.credential_scopes,
         "transport": ClockSleepingTransport(),
+        "retry_policy": ActivityRetryPolicy(),
     }
     if connection.plain_http:
         options["authentication_policy"] = LoopbackBearerTokenPolicy(

@@ -1,7 +1,7 @@
 """The process clock production code uses.
 
 Production code never reads a clock directly: activities use ``current_clock()``
-(the system clock in Azure), the SDK transport sleeps on it (LRO polling, 429
+(the system clock in Azure), the SDK transport sleeps on it (429
 retries), and orchestrators use ``context.current_utc_datetime`` only. The
 rehearsal kit installs its own clocks here (``core.clock``: scaled and
 virtual time), which is how simulated hours cost seconds without the app knowing.

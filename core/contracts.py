@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import cache
 from typing import Any, ClassVar, TypeVar, Union
@@ -29,23 +30,26 @@ from .vocabulary import BaselineFlag, FinalState, Reason
 
 MACHINE_ORCHESTRATOR = "machine_orchestrator"
 ROLLOUT_ORCHESTRATOR = "rollout_orchestrator"
-ROLLOUT_SLICE = "rollout_slice"
-ROLLOUT_CHUNK = "rollout_chunk"
-ORCHESTRATOR_NAMES = (MACHINE_ORCHESTRATOR, ROLLOUT_ORCHESTRATOR, ROLLOUT_SLICE, ROLLOUT_CHUNK)
+ROLLOUT_WINDOW = "rollout_window"
+ROLLOUT_RECORD = "rollout_record"
+ORCHESTRATOR_NAMES = (MACHINE_ORCHESTRATOR, ROLLOUT_ORCHESTRATOR, ROLLOUT_WINDOW, ROLLOUT_RECORD)
 
 LIST_SUBSCRIPTIONS = "list_subscriptions"
 COUNT_MACHINES = "count_machines"
 LIST_MACHINES_FROM = "list_machines_from"
 GET_MACHINE = "get_machine"
-RUN_SCRIPT = "run_script"
+START_SCRIPT = "start_script"
+READ_SCRIPT = "read_script"
 ENABLE_HOTPATCH = "enable_hotpatch"
-GET_HOTPATCH_STATUS = "get_hotpatch_status"
 ESCALATE = "escalate"
-START_MACHINE_WORKFLOWS = "start_machine_workflows"
+START_MACHINES = "start_machines"
 READ_MACHINE_WORKFLOWS = "read_machine_workflows"
+START_WINDOWS = "start_windows"
+READ_INSTANCES = "read_instances"
+READ_RECORDS = "read_records"
 ACTIVITY_NAMES = (
-    LIST_SUBSCRIPTIONS, COUNT_MACHINES, LIST_MACHINES_FROM, GET_MACHINE, RUN_SCRIPT, ENABLE_HOTPATCH,
-    GET_HOTPATCH_STATUS, ESCALATE, START_MACHINE_WORKFLOWS, READ_MACHINE_WORKFLOWS,
+    LIST_SUBSCRIPTIONS, COUNT_MACHINES, LIST_MACHINES_FROM, GET_MACHINE, START_SCRIPT, READ_SCRIPT, ENABLE_HOTPATCH,
+    ESCALATE, START_MACHINES, READ_MACHINE_WORKFLOWS, START_WINDOWS, READ_INSTANCES, READ_RECORDS,
 )
 
 
@@ -60,10 +64,14 @@ C = TypeVar("C", bound="Contract")
 
 
 class Contract:
-    """Dataclass mixin: ``to_json`` gives plain JSON, ``from_json`` rebuilds it, nested contracts included."""
+    """Dataclass mixin: ``to_json`` gives plain JSON, ``from_json`` rebuilds it, nested contracts included.
+
+    Orchestrators rebuild their inputs and activity results on every replay, so each class compiles its
+    field converters once (``_codec``) instead of walking its type hints on every call.
+    """
 
     def to_json(self) -> dict[str, Any]:
-        return {f.name: _dump(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        return {name: dump(getattr(self, name)) for name, dump, _ in _codec(type(self))}
 
     @classmethod
     def from_json(cls: type[C], data: Any) -> C:
@@ -71,51 +79,80 @@ class Contract:
             return data
         if not isinstance(data, dict):
             raise ContractError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
-        known = _field_types(cls)
-        unknown = sorted(set(data) - set(known))
+        loaders = _loaders(cls)
+        unknown = [key for key in data if key not in loaders]
         if unknown:
-            raise ContractError(f"{cls.__name__}: unknown field {unknown[0]!r} (known: {', '.join(known)})")
+            raise ContractError(f"{cls.__name__}: unknown field {unknown[0]!r} (known: {', '.join(loaders)})")
         try:
-            return cls(**{name: _load(known[name], value, f"{cls.__name__}.{name}") for name, value in data.items()})
+            return cls(**{name: loaders[name](value) for name, value in data.items()})
         except TypeError as exc:  # a required field is missing
             raise ContractError(f"{cls.__name__}: {exc}") from None
 
 
-@cache
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls)}
+Converter = Callable[[Any], Any]
 
 
-def _dump(value: Any) -> Any:
-    if isinstance(value, (Contract, Policy)):
-        return value.to_json()
-    if isinstance(value, (list, tuple)):
-        return [_dump(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _dump(v) for k, v in value.items()}
+def _identity(value: Any) -> Any:
     return value
 
 
-def _load(kind: Any, value: Any, where: str) -> Any:
+@cache
+def _codec(cls: type) -> tuple[tuple[str, Converter, Converter], ...]:
+    """(field name, dump, load) per field of a contract class, from its type hints."""
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, *_converters(hints[f.name], f"{cls.__name__}.{f.name}")) for f in fields(cls))
+
+
+@cache
+def _loaders(cls: type) -> dict[str, Converter]:
+    return {name: load for name, _, load in _codec(cls)}
+
+
+def _converters(kind: Any, where: str) -> tuple[Converter, Converter]:
+    """(dump, load) for values of type ``kind``: nested contracts and policies converted, plain JSON kept."""
     origin = typing.get_origin(kind)
     if origin in (Union, types.UnionType):
         options = [k for k in typing.get_args(kind) if k is not type(None)]
-        return None if value is None else _load(options[0], value, where)
-    if value is None:
-        return None
+        dump, load = _converters(options[0], where)
+        if dump is _identity and load is _identity:
+            return _identity, _identity
+        return (lambda v: None if v is None else dump(v)), (lambda v: None if v is None else load(v))
     if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise ContractError(f"{where}: expected a list, got {type(value).__name__}")
-        item_kind = typing.get_args(kind)[0] if typing.get_args(kind) else Any
-        loaded = [_load(item_kind, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(loaded) if origin is tuple else loaded
+        item_dump, item_load = _converters(typing.get_args(kind)[0] if typing.get_args(kind) else Any, where)
+        make = tuple if origin is tuple else list
+
+        def load_items(value: Any) -> Any:
+            if not isinstance(value, list | tuple):
+                raise ContractError(f"{where}: expected a list, got {type(value).__name__}")
+            return make(value) if item_load is _identity else make(item_load(v) for v in value)
+
+        return (lambda v: [item_dump(i) for i in v]), load_items
     if isinstance(kind, type) and issubclass(kind, (Contract, Policy)):
-        return kind.from_json(value)
-    return value
+        return (lambda v: v.to_json()), kind.from_json
+    if origin is dict or kind is dict:
+        return (lambda v: dict(v)), _identity
+    return _identity, _identity
 
 
 # --- machines ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MachineCarry(Contract):
+    """What a machine orchestration carries into its next phase when it continues as new (its history starts
+    afresh at each phase: assess, change and reboot, enable, the reactive workaround)."""
+
+    phase: str
+    plan: dict[str, bool]
+    facts: dict[str, Any]
+    readiness: dict[str, Any]
+    baseline: str
+    actions: list[str] = field(default_factory=list)
+    reboots: int = 0
+    member: bool = False
+    workaround_done: bool = False
+    run_seq: int = 0
+    started_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +162,9 @@ class MachineInput(Contract):
     machine_id: str
     policy: Policy
     rollout_id: str = ""
+    record_under: str = ""  # the rollout window that waits for it: its outcome is recorded under that id
+    assess_only: bool = False  # a wave not open yet: read and plan, change nothing, end queued if changes are due
+    carry: MachineCarry | None = None  # set when it continued as new into a later phase
 
 
 @dataclass(frozen=True)
@@ -149,23 +189,30 @@ class MachineRead(Contract):
 
 @dataclass(frozen=True)
 class ScriptRequest(Contract):
-    """One Run Command execution of one of our scripts."""
+    """One Run Command execution of one of our scripts, started by ``start_script``, read by ``read_script``.
+
+    One run command resource per script per machine (``run_name``), re-run by PUT; ``request_id`` (a
+    script parameter too) tells this execution from earlier ones under the same name.
+    """
 
     machine: MachineCall
     script: str
-    run_name: str  # unique per step and attempt: a reused name while running is a 409
+    run_name: str
+    request_id: str
     parameters: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)
 class ScriptResult(Contract):
-    """``succeeded`` (with ``result``: the script's JSON line, parsed), ``failed`` (``error``) or ``lost``.
+    """``running``, ``succeeded`` (with ``result``: the script's JSON line, parsed), ``failed`` (``error``),
+    or ``lost`` (never reported before its timeout: expected of a script that stops himds or reboots).
 
     ``baseline`` is the readiness script's baseline flag (build + installed KBs), computed where
     the data file may be read: in the activity, never during replay.
     """
 
+    RUNNING: ClassVar[str] = "running"
     SUCCEEDED: ClassVar[str] = "succeeded"
     FAILED: ClassVar[str] = "failed"
     LOST: ClassVar[str] = "lost"
@@ -178,6 +225,16 @@ class ScriptResult(Contract):
     @property
     def succeeded(self) -> bool:
         return self.status == self.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class EnableRequest(Contract):
+    """Enable Hotpatch: the machine, and its license profile's product features as its last read showed them
+    (the merge needs them; reading the profile again would only repeat that read)."""
+
+    machine: MachineCall
+    features: list[dict[str, Any]] = field(default_factory=list)
+    create: bool = False  # the profile holds nothing to keep: PUT a new one instead of merging into it
 
 
 @dataclass(frozen=True)
@@ -206,6 +263,8 @@ class ReportRow(Contract):
     os_version: str = ""
     baseline: str = BaselineFlag.UNKNOWN.value
     detail: str = ""
+    started_at: str = ""  # when this machine's (last) orchestration started; UTC, whole seconds
+    finished_at: str = ""
 
     @classmethod
     def untouched(cls, machine_id: str, state: FinalState, reason: str, detail: str) -> ReportRow:
@@ -223,6 +282,33 @@ class ReportRow(Contract):
     def failed(cls, machine_id: str, detail: str) -> ReportRow:
         """A machine whose orchestration crashed (a bug or an unexpected payload): reported, not lost."""
         return cls.untouched(machine_id, FinalState.ESCALATED, Reason.ORCHESTRATION_FAILED.value, detail[:500])
+
+
+@dataclass(frozen=True)
+class Counts(Contract):
+    """A report summary (SPEC §5 ``summary``)."""
+
+    machines: int = 0
+    by_state: dict[str, int] = field(default_factory=dict)
+    reboots: int = 0
+    escalations: int = 0
+
+    def plus(self, rows: list[ReportRow]) -> Counts:
+        by_state = dict(self.by_state)
+        for row in rows:
+            by_state[row.state] = by_state.get(row.state, 0) + 1
+        return Counts(
+            machines=self.machines + len(rows), by_state=dict(sorted(by_state.items())),
+            reboots=self.reboots + sum(row.reboots for row in rows),
+            escalations=self.escalations + sum(row.state == FinalState.ESCALATED.value for row in rows),
+        )
+
+    def __add__(self, other: Counts) -> Counts:
+        by_state = dict(self.by_state)
+        for state, count in other.by_state.items():
+            by_state[state] = by_state.get(state, 0) + count
+        return Counts(self.machines + other.machines, dict(sorted(by_state.items())), self.reboots + other.reboots,
+                      self.escalations + other.escalations)
 
 
 # --- the fleet --------------------------------------------------------------------------------------
@@ -278,9 +364,16 @@ class StartedMachine(Contract):
 
 @dataclass(frozen=True)
 class StartMachines(Contract):
-    machine_ids: list[str]
-    policy: Policy
-    rollout_id: str = ""
+    """Start (or attach to) the orchestrations of the given machines."""
+
+    template: MachineInput  # policy, rollout, record and mode; its machine_id is left empty
+    machine_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StartedMachines(Contract):
+    started: list[StartedMachine]
+    cursor: Cursor | None = None  # with a listing: where the next one starts
 
 
 @dataclass(frozen=True)
@@ -297,13 +390,36 @@ class MachinesRead(Contract):
 
 
 @dataclass(frozen=True)
-class Counts(Contract):
-    """A report summary (SPEC §5 ``summary``), carried across waves instead of rows."""
+class MachineDone(Contract):
+    """A machine orchestration's outcome, recorded for the window that started it (a ``rollout_record``).
 
-    machines: int = 0
-    by_state: dict[str, int] = field(default_factory=dict)
-    reboots: int = 0
-    escalations: int = 0
+    ``member``: its plan had changes (it belongs to a wave); ``queued``: it was only assessed and waits for
+    its wave (its row is not final).
+    """
+
+    instance_id: str
+    machine_id: str
+    row: ReportRow
+    member: bool
+    queued: bool = False
+    assess_only: bool = False  # the run only assessed (tells its outcome from a later change run's)
+
+
+@dataclass(frozen=True)
+class RecordQuery(Contract):
+    """The records under ``prefix`` created at or after ``since`` (ISO; empty: all of them)."""
+
+    prefix: str
+    since: str = ""
+
+
+@dataclass(frozen=True)
+class InstanceView(Contract):
+    instance_id: str
+    runtime_status: str | None  # None: no such instance
+    custom_status: Any = None
+    output: Any = None
+    created_time: str = ""
 
 
 @dataclass(frozen=True)
@@ -313,65 +429,121 @@ class SubscriptionError(Contract):
 
 
 @dataclass(frozen=True)
+class Progress(Contract):
+    """A window's absolute counters (see ``core.rollout.WindowProgress``), and its summary of finished rows."""
+
+    changeable: int = 0
+    unassessed: int = 0
+    unstarted: int = 0
+    queued_waiting: int = 0
+    granted: list[int] = field(default_factory=list)
+    members_done: list[int] = field(default_factory=list)
+    escalated: list[int] = field(default_factory=list)
+    done: bool = False
+    finished: Counts = field(default_factory=Counts)
+    halted: str = ""  # why the window halted itself (the guardrail, judged on its own newest results)
+
+
+@dataclass(frozen=True)
+class Grant(Contract):
+    """The rollout's word to a window (in the rollout's custom status, which the windows read): how many change
+    runs it may have started in all, the wave, whether the final wave is open, halt; and what the window needs
+    to judge the guardrail itself before the rollout has read its newest escalations."""
+
+    wave: int = 0
+    budget: int = 0
+    final: bool = False
+    halted: bool = False
+    detail: str = ""
+    escalated_elsewhere: int = 0  # the wave's escalations the rollout knows of in the other windows
+    size_hi: int = 0  # the most machines the wave can have
+
+
+@dataclass(frozen=True)
+class InFlight(Contract):
+    """A machine orchestration a window waits for; ``kind``: assess (only), full (assess and change) or change
+    (a granted change run); ``attached``: it found the machine's orchestration already running (someone else
+    started it: it will not tell this window when it ends)."""
+
+    instance_id: str
+    machine_id: str
+    kind: str
+    wave: int = 0
+    attached: bool = False
+
+
+@dataclass(frozen=True)
+class RecordPage(Contract):
+    """Rows a window writes itself (a ``rollout_record`` instance): the machines a halt left unstarted."""
+
+    rows: list[ReportRow] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WindowState(Contract):
+    """One subscription's rolling window (a ``rollout_window`` instance's continue-as-new input).
+
+    Bounded whatever the fleet size: the machines in flight (at most ``concurrency``), cursors, counters.
+    Outcomes and the queue of machines waiting for their wave are records in the durable store.
+    """
+
+    policy: Policy
+    run_key: str
+    rollout_id: str
+    index: int
+    subscription_id: str
+    total: int  # machines the subscription had when the rollout counted them
+    cursor: Cursor = field(default_factory=Cursor)
+    grant: Grant = field(default_factory=Grant)
+    final: bool = False  # the final wave: new machines are assessed and changed in one run
+    halted: bool = False
+    halt_detail: str = ""
+    in_flight: list[InFlight] = field(default_factory=list)
+    seen_since: str = ""  # records older than this were all read
+    queued: int = 0  # machines assessed that wait for their wave, in the order of their records
+    queue_taken: int = 0  # ... the first of them whose change run was started
+    halted_pages: int = 0
+    assessed: int = 0
+    changeable: int = 0  # needed a change: queued, or assessed and changed in one run (final wave)
+    granted: list[int] = field(default_factory=list)  # change runs per wave (final wave: members found)
+    members_done: list[int] = field(default_factory=list)
+    escalated: list[int] = field(default_factory=list)
+    finished: Counts = field(default_factory=Counts)
+    looked_at: str = ""  # the last look at machines someone else started
+    reconciled_at: str = ""  # the last look at every machine in flight
+    poll_s: float = 0.0  # the current interval between reads: short after news, longer while nothing happens
+
+
+@dataclass(frozen=True)
+class WindowView(Contract):
+    """The rollout's view of one window."""
+
+    index: int
+    subscription_id: str
+    instance_id: str
+    total: int
+    progress: Progress = field(default_factory=Progress)
+
+
+@dataclass(frozen=True)
 class RolloutPlan(Contract):
     subscriptions: list[str]
     counts: list[int]
-    quotas: list[int]
     errors: list[SubscriptionError] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class RolloutState(Contract):
-    """The rollout orchestrator's continue-as-new input: the plan and where each subscription stands."""
+    """The rollout orchestrator's continue-as-new input: its plan, its windows, where the waves stand."""
 
     policy: Policy
     run_key: str = ""
     plan: RolloutPlan | None = None
+    windows: list[WindowView] = field(default_factory=list)
     wave: int = 0
-    remaining: list[int] = field(default_factory=list)
-    cursors: list[Cursor] = field(default_factory=list)
-    chunks: list[int] = field(default_factory=list)
-    totals: Counts = field(default_factory=Counts)
-    waves_done: list[Counts] = field(default_factory=list)
+    budgets: list[int] = field(default_factory=list)
+    final: bool = False
     halted: bool = False
-    halt_wave: int | None = None
-
-
-@dataclass(frozen=True)
-class SliceState(Contract):
-    """One subscription's share of a wave (continue-as-new input of ``rollout_slice``)."""
-
-    run_key: str
-    rollout_id: str
-    subscription_index: int
-    subscription_id: str
-    take: int
-    cursor: Cursor
-    chunk: int
-    policy: Policy
-    halted: bool = False
-    counts: Counts = field(default_factory=Counts)
-
-
-@dataclass(frozen=True)
-class SliceResult(Contract):
-    subscription_index: int
-    cursor: Cursor
-    chunk: int
-    counts: Counts
-
-
-@dataclass(frozen=True)
-class ChunkInput(Contract):
-    rollout_id: str
-    subscription_id: str
-    cursor: Cursor
-    policy: Policy
-    take: int
-    halted: bool = False
-
-
-@dataclass(frozen=True)
-class ChunkResult(Contract):
-    rows: list[ReportRow]
-    cursor: Cursor
+    halt_detail: str = ""
+    size_hi: int = 0  # the current wave's most machines
+    poll_s: float = 0.0  # the current interval between reads of the windows

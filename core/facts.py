@@ -75,6 +75,12 @@ class MachineFacts:
     location: str = ""
     hotpatch_feature_status: str | None = None  # licenseProfile Hotpatch feature subscriptionStatus
     hotpatch_enablement_status: str | None = None  # patchSettings.status.hotpatchEnablementStatus
+    # The license profile's product features as the instance view shows them ({name, subscriptionStatus}):
+    # what a merge must keep when it enables Hotpatch.
+    license_features: tuple[dict[str, Any], ...] = ()
+    # Whether the license profile holds anything a replacing PUT would drop (product features or type, an
+    # ESU license assignment, Software Assurance): without it, a new profile is simply created.
+    license_in_use: bool = True
 
     @property
     def os_version(self) -> OsVersion | None:
@@ -99,6 +105,8 @@ class MachineFacts:
             "os_sku": self.os_sku, "os_version": self.os_version_text, "tags": dict(self.tags),
             "location": self.location, "hotpatch_feature_status": self.hotpatch_feature_status,
             "hotpatch_enablement_status": self.hotpatch_enablement_status,
+            "license_features": [dict(f) for f in self.license_features],
+            "license_in_use": self.license_in_use,
         }
 
     @classmethod
@@ -109,6 +117,8 @@ class MachineFacts:
             os_sku=data["os_sku"], os_version_text=data["os_version"], tags=dict(data.get("tags") or {}),
             location=data.get("location", ""), hotpatch_feature_status=data.get("hotpatch_feature_status"),
             hotpatch_enablement_status=data.get("hotpatch_enablement_status"),
+            license_features=tuple(dict(f) for f in data.get("license_features") or ()),
+            license_in_use=bool(data.get("license_in_use", True)),
         )
 
 
@@ -130,12 +140,20 @@ def parse_machine_id(resource_id: str) -> tuple[str, str, str]:
     return match.group("sub").lower(), match.group("rg"), match.group("name")
 
 
+def product_features(license_profile: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """``{name, subscriptionStatus}`` of each product feature of a license profile (or its instance view)."""
+    features = ((license_profile or {}).get("productProfile") or {}).get("productFeatures") or []
+    if not isinstance(features, list):
+        raise MachinePayloadError("licenseProfile.productProfile.productFeatures must be a list")
+    return [{"name": str(f.get("name", "")), "subscriptionStatus": f.get("subscriptionStatus")}
+            for f in features if isinstance(f, dict)]
+
+
 def hotpatch_feature_status(license_profile: dict[str, Any] | None) -> str | None:
     """The Hotpatch feature's read-back ``subscriptionStatus`` from a license profile's properties."""
-    features = ((license_profile or {}).get("productProfile") or {}).get("productFeatures") or []
-    for feature in features:
-        if str(feature.get("name", "")).lower() == "hotpatch":
-            return feature.get("subscriptionStatus")
+    for feature in product_features(license_profile):
+        if feature["name"].lower() == "hotpatch":
+            return feature["subscriptionStatus"]
     return None
 
 
@@ -170,4 +188,16 @@ def facts_from_arm(machine: dict[str, Any]) -> MachineFacts:
         location=str(machine.get("location") or ""),
         hotpatch_feature_status=hotpatch_feature_status(props.get("licenseProfile")),
         hotpatch_enablement_status=patch_status.get("hotpatchEnablementStatus"),
+        license_features=tuple(product_features(props.get("licenseProfile"))),
+        license_in_use=license_in_use(props.get("licenseProfile")),
     )
+
+
+def license_in_use(view: dict[str, Any] | None) -> bool:
+    """The machine's license profile (instance view) holds something a replacing PUT would drop."""
+    if view is None:
+        return False
+    product = view.get("productProfile") or {}
+    esu = view.get("esuProfile") or {}
+    return bool(product.get("productFeatures") or product.get("productType") or product.get("subscriptionStatus")
+                or esu.get("assignedLicense") or (view.get("softwareAssurance") or {}).get("softwareAssuranceCustomer"))

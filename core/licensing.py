@@ -31,12 +31,11 @@ def new_hotpatch_profile(location: str) -> dict[str, Any]:
     }
 
 
-def merged_hotpatch_update(current: dict[str, Any]) -> dict[str, Any]:
+def merged_hotpatch_update(current_features: list[dict[str, Any]]) -> dict[str, Any]:
     """PATCH body: the current product features (as update requests) with Hotpatch set to Enable."""
-    product = ((current.get("properties") or {}).get("productProfile")) or {}
     features: list[dict[str, Any]] = []
     seen_hotpatch = False
-    for feature in product.get("productFeatures") or []:
+    for feature in current_features:
         name = str(feature.get("name", ""))
         if name.lower() == HOTPATCH_FEATURE.lower():
             features.append({"name": name, "subscriptionStatus": "Enable"})

@@ -12,6 +12,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlparse
 
@@ -156,7 +157,23 @@ def parse_waves(raw: Any) -> tuple[Wave, ...]:
             raise ValueError(problem) from None
     if not waves:
         raise ValueError(problem)
+    _check_cumulative(waves, problem)
     return tuple(waves)
+
+
+def _check_cumulative(waves: list[Wave], problem: str) -> None:
+    """Each size covers the ones before it: counts first, then percentages, each list not decreasing."""
+    seen_percent = False
+    for previous, wave in zip([None, *waves], waves, strict=False):
+        if wave.percent is not None:
+            seen_percent = True
+        elif seen_percent:
+            raise ValueError(f"{problem} (cumulative: a count cannot follow a percentage, {wave} after {previous})")
+        if previous is not None and (previous.count or 0) > (wave.count or 0) and wave.percent is None:
+            raise ValueError(f"{problem} (cumulative: {wave} is smaller than {previous} before it)")
+        if previous is not None and previous.percent is not None and wave.percent is not None \
+                and previous.percent > wave.percent:
+            raise ValueError(f"{problem} (cumulative: {wave} is smaller than {previous} before it)")
 
 
 def parse_window(raw: Any) -> MaintenanceWindow:
@@ -298,8 +315,15 @@ class Policy:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Policy:
-        """The inverse of ``to_json``. Pure (no file or environment reads): orchestrators call it in replay."""
-        return apply_overrides(cls(), data)
+        """The inverse of ``to_json``. Pure (no file or environment reads): orchestrators call it in replay,
+        for every machine of a rollout with the same policy, so the parsed (immutable) policy is shared."""
+        if isinstance(data, Policy):
+            return data
+        try:
+            key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in data.items())
+            return _policy_from_items(key)
+        except TypeError:  # an unhashable value: parse it once
+            return apply_overrides(cls(), data)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> Policy:
         return apply_overrides(self, overrides)
@@ -364,6 +388,11 @@ def apply_overrides(base: Policy, overrides: Mapping[str, Any]) -> Policy:
             raise SettingError(key, raw, f"a known setting ({known})")
         changes[key] = _parse_one(spec, raw, key)
     return replace(base, **changes)
+
+
+@lru_cache(maxsize=256)
+def _policy_from_items(items: tuple[tuple[str, Any], ...]) -> Policy:
+    return apply_overrides(Policy(), dict(items))
 
 
 def load_policy(environ: Mapping[str, str]) -> Policy:

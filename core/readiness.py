@@ -113,13 +113,9 @@ def parse_readiness(output: str | None) -> Readiness:
 
 
 def parse_action_output(output: str | None, script: str) -> dict[str, Any]:
-    """The result object of an action script (enable_vsm, licensing_workaround, reboot)."""
+    """The result object of the script that changes the machine (apply_changes)."""
     data = last_json_line(output, script)
-    required = {
-        "enable_vsm": ("vbs_configured",),
-        "licensing_workaround": ("licensing_override",),
-        "reboot": ("reboot_in_s", "requested_at"),
-    }.get(script, ())
+    required = {"apply_changes": ("reboot_in_s", "requested_at")}.get(script, ())
     for key in required:
         if key not in data:
             raise ScriptOutputError(f"{script}: output lacks '{key}'")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from .policy import MaintenanceWindow
 
@@ -23,6 +23,11 @@ def next_window_start(window: MaintenanceWindow, now: datetime) -> datetime:
         if opens > now:
             return opens
     raise AssertionError("a weekly window with at least one day always opens within 8 days")
+
+
+def format_utc(moment: datetime) -> str:
+    """An aware datetime as ``2026-01-05T08:00:00Z`` (whole seconds: the report's timestamps)."""
+    return moment.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def parse_utc(text: str) -> datetime:

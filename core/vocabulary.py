@@ -37,6 +37,7 @@ class Reason(StrEnum):
     GUARDRAIL = "guardrail"
     MACHINE_NOT_FOUND = "machine_not_found"  # the Arc resource was deleted between discovery and work
     ORCHESTRATION_FAILED = "orchestration_failed"  # the machine's orchestration crashed: reported, not lost
+    AWAITING_WAVE = "awaiting_wave"  # assessed, needs a change, its wave has not opened (never a final reason)
 
 
 def disconnected_reason(status: str) -> str:

@@ -16,7 +16,6 @@ import azure.durable_functions as df
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
 from core.contracts import MACHINE_ORCHESTRATOR, MachineInput, StartedMachine
-from core.policy import Policy
 
 log = logging.getLogger("arc_hotpatch.durable")
 
@@ -44,28 +43,34 @@ def subscription_rollout_id(subscription_id: str) -> str:
     return f"rollout-{subscription_id}"
 
 
-def chunk_instance_id(run_key: str, subscription_index: int, chunk_index: int) -> str:
-    """Chunks are numbered per subscription, so a report can enumerate them without a list."""
-    return f"{run_key}:s{subscription_index}:c{chunk_index}"
+def window_instance_id(run_key: str, index: int) -> str:
+    """A rollout run's window for its ``index``-th subscription; every record of the window is under it."""
+    return f"{run_key}:w{index}"
 
 
-def chunk_order(instance_id: str) -> tuple[int, int]:
-    """(subscription index, chunk index) of a ``chunk_instance_id``."""
-    subscription, chunk = instance_id.rsplit(":", 2)[-2:]
-    return int(subscription[1:]), int(chunk[1:])
+def record_prefix(window_id: str, kind: str = "") -> str:
+    """The ids of a window's records: ``d`` (a machine's outcome), ``q`` (a machine queued for its wave),
+    ``h`` (a page of machines a halt left unstarted)."""
+    return f"{window_id}:{kind}"
 
 
-async def start_or_attach(
-    client: df.DurableOrchestrationClient, machine_id: str, policy: Policy, rollout_id: str = ""
-) -> StartedMachine:
+def outcome_record_id(window_id: str, queued: bool, machine_instance: str) -> str:
+    return f"{record_prefix(window_id, 'q' if queued else 'd')}:{machine_instance}"
+
+
+def halted_record_id(window_id: str, page: int) -> str:
+    return f"{record_prefix(window_id, 'h')}{page}"
+
+
+async def start_or_attach(client: df.DurableOrchestrationClient, machine_input: MachineInput) -> StartedMachine:
     """Start the machine's orchestration unless one is already active; either way return its instance id."""
+    machine_id, rollout_id = machine_input.machine_id, machine_input.rollout_id
     instance_id = machine_instance_id(machine_id)
     status = await client.get_status(instance_id)
     if status and status.runtime_status in ACTIVE:
         return StartedMachine(machine_id, instance_id, started=False)
     try:
-        machine_input = MachineInput(machine_id, policy, rollout_id).to_json()
-        await client.start_new(MACHINE_ORCHESTRATOR, instance_id, machine_input)
+        await client.start_new(MACHINE_ORCHESTRATOR, instance_id, machine_input.to_json())
     except Exception as exc:
         # Another starter won the race between our status read and our start.
         status = await client.get_status(instance_id)

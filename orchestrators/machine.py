@@ -1,13 +1,21 @@
 """The per-machine orchestration (SPEC §2 with SPEC §4's policies).
 
 Deterministic: it decides and waits; every Azure call is an activity, every wait
-a durable timer, and the only clock is ``context.current_utc_datetime``.
+a durable timer, and the only clock is ``context.current_utc_datetime``. No activity
+waits: a Run Command is started by one activity and read by another, with durable
+timers between, and every deadline (run timeout, reboot, enablement) is kept exactly.
+
+Started by a rollout window, a machine may be asked only to assess (``assess_only``: its
+wave has not opened); it then ends ``planned`` / ``awaiting_wave`` if it needs a change,
+and the window starts it again when its wave opens. Whatever happens, a machine that a
+window waits for records its outcome at the end (``record_under``), crash included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -16,12 +24,16 @@ import azure.durable_functions as df
 from core.contracts import (
     ENABLE_HOTPATCH,
     ESCALATE,
-    GET_HOTPATCH_STATUS,
     GET_MACHINE,
     MACHINE_ORCHESTRATOR,
-    RUN_SCRIPT,
+    READ_SCRIPT,
+    ROLLOUT_RECORD,
+    START_SCRIPT,
+    EnableRequest,
     Escalation,
     MachineCall,
+    MachineCarry,
+    MachineDone,
     MachineInput,
     MachineRead,
     ReportRow,
@@ -31,8 +43,8 @@ from core.contracts import (
 from core.facts import MachineFacts, parse_machine_id
 from core.policy import Policy
 from core.readiness import Readiness
-from core.rules import Verdict, check_arm_facts, check_readiness, plan_actions, workaround_applies
-from core.schedule import next_window_start, parse_utc
+from core.rules import Plan, Verdict, check_arm_facts, check_readiness, plan_actions, workaround_applies
+from core.schedule import format_utc, next_window_start, parse_utc
 from core.vocabulary import (
     REBOOT_APPROVED_EVENT,
     Action,
@@ -43,6 +55,7 @@ from core.vocabulary import (
     WorkaroundMode,
 )
 
+from .instances import outcome_record_id
 from .steps import ARM_RETRY, Steps
 
 bp = df.Blueprint()
@@ -50,11 +63,16 @@ bp = df.Blueprint()
 REBOOT_DELAY_S = 60  # the script schedules the restart so the run can report first
 # A script that reboots (or stops himds) reports within seconds or never: don't wait the full run timeout.
 REBOOTING_SCRIPT_TIMEOUT_S = 150
-# First looks: no machine is back within 3 minutes of going down, and the seed says enablement takes
+# Run Command: a script takes half a minute or so; looking earlier only costs ARM reads.
+SCRIPT_FIRST_LOOK_S = 40
+SCRIPT_POLL_S = 20
+# First looks: no machine is back within minutes of going down, and the seed says enablement takes
 # "about 10 minutes"; polling from the start would only grow the history (and the ARM bill).
-REBOOT_FIRST_CHECK_S = REBOOT_DELAY_S + 180
-ENABLE_FIRST_CHECK_S = 8 * 60
+REBOOT_FIRST_CHECK_S = REBOOT_DELAY_S + 6 * 60
+ENABLE_FIRST_CHECK_S = 10 * 60 + 30
 RUN_RETRY_BASE_S = 30
+APPLY_CHANGES = "apply_changes"  # the one script for every change that needs the reboot (and the reboot)
+ASSESS, CHANGE, ENABLE, REACTIVE = "assess", "change", "enable", "reactive"  # the phases (one execution each)
 
 
 class Finished(Exception):
@@ -63,6 +81,14 @@ class Finished(Exception):
     def __init__(self, verdict: Verdict) -> None:
         super().__init__(verdict.reason)
         self.verdict = verdict
+
+
+class NextPhase(Exception):
+    """Raised inside the workflow to continue as new into the next phase (a fresh, short history)."""
+
+    def __init__(self, phase: str) -> None:
+        super().__init__(phase)
+        self.phase = phase
 
 
 @dataclass
@@ -76,8 +102,33 @@ class Run:
     baseline: str = BaselineFlag.UNKNOWN.value  # from the latest read (ARM facts, then readiness)
     actions: list[str] = field(default_factory=list)
     reboots: int = 0
+    member: bool = False  # the plan had changes: the machine belongs to a wave
     workaround_done: bool = False
     run_seq: int = 0
+    plan: Plan | None = None
+    script_started_at: datetime | None = None  # when the current (or last) Run Command attempt started
+    started_at: str = ""  # when the first phase started (carried through continue-as-new)
+
+    @classmethod
+    def resume(cls, context: df.DurableOrchestrationContext, machine_input: MachineInput) -> Run:
+        """A run from its input, with what an earlier phase carried (if it continued as new)."""
+        carry = machine_input.carry
+        if carry is None:
+            return cls(context, machine_input, started_at=format_utc(context.current_utc_datetime))
+        return cls(
+            context, machine_input, facts=MachineFacts.from_json(carry.facts),
+            readiness=Readiness.from_json(carry.readiness), baseline=carry.baseline, actions=list(carry.actions),
+            reboots=carry.reboots, member=carry.member, workaround_done=carry.workaround_done,
+            run_seq=carry.run_seq, plan=Plan(**carry.plan), started_at=carry.started_at,
+        )
+
+    def carry(self, phase: str) -> MachineInput:
+        assert self.facts is not None and self.readiness is not None and self.plan is not None
+        return replace(self.input, carry=MachineCarry(
+            phase=phase, plan=asdict(self.plan), facts=self.facts.to_json(), readiness=self.readiness.to_json(),
+            baseline=self.baseline, actions=list(self.actions), reboots=self.reboots, member=self.member,
+            workaround_done=self.workaround_done, run_seq=self.run_seq, started_at=self.started_at,
+        ))
 
     @property
     def machine_id(self) -> str:
@@ -109,12 +160,14 @@ class Run:
         )
 
     def read_machine(self) -> Steps:
-        """The machine's ARM facts now (None when the resource is gone); keeps its baseline flag."""
-        read = yield self.context.call_activity_with_retry(GET_MACHINE, ARM_RETRY, self.call())
-        read = MachineRead.from_json(read)
-        if read.found and self.readiness is None:
+        """The machine's ARM facts now (None when the resource is gone); keeps the latest and its baseline flag."""
+        read = MachineRead.from_json((yield self.context.call_activity_with_retry(GET_MACHINE, ARM_RETRY, self.call())))
+        if not read.found or not read.facts:
+            return None
+        if self.readiness is None:
             self.baseline = read.baseline
-        return MachineFacts.from_json(read.facts) if read.found and read.facts else None
+        self.facts = MachineFacts.from_json(read.facts)
+        return self.facts
 
     def done(self, state: FinalState, reason: str, detail: str = "") -> None:
         raise Finished(Verdict(state, reason, detail))
@@ -123,12 +176,19 @@ class Run:
 @bp.function_name(MACHINE_ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
 def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
-    run = Run(context=context, input=MachineInput.from_json(context.get_input()))
+    run = Run.resume(context, MachineInput.from_json(context.get_input()))
+    queued = False
     try:
         yield from workflow(run)
         verdict = Verdict(FinalState.HOTPATCH_ENABLED, Reason.ENABLED if run.actions else Reason.ALREADY_ENABLED)
+    except NextPhase as next_phase:
+        context.continue_as_new(run.carry(next_phase.phase).to_json())
+        return None
     except Finished as finished:
         verdict = finished.verdict
+        queued = verdict.reason == Reason.AWAITING_WAVE
+    except Exception as exc:  # a bug or an unexpected payload: this machine is reported, never lost
+        verdict = Verdict(FinalState.ESCALATED, Reason.ORCHESTRATION_FAILED, f"unexpected error: {_first_line(exc)}")
     if verdict.state == FinalState.ESCALATED:
         run.status("escalating", reason=verdict.reason)
         try:
@@ -141,6 +201,13 @@ def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
             failure = f"{verdict.detail} (escalation failed: {_first_line(exc)})"
             verdict = Verdict(verdict.state, verdict.reason, failure)
     row = report_row(run, verdict)
+    if run.input.record_under:
+        # The window that waits for this machine reads its outcome from this record (and the report too).
+        done = MachineDone(context.instance_id, run.machine_id, row, member=run.member, queued=queued,
+                           assess_only=run.input.assess_only)
+        record_id = outcome_record_id(run.input.record_under, queued, context.instance_id)
+        with contextlib.suppress(Exception):  # it exists already: this outcome was recorded before
+            yield context.call_sub_orchestrator(ROLLOUT_RECORD, done.to_json(), record_id)
     run.status("done", state=row.state, reason=row.reason)
     return row.to_json()  # plain JSON: the status API and the report show it as it is
 
@@ -157,6 +224,7 @@ def report_row(run: Run, verdict: Verdict) -> ReportRow:
         id=run.machine_id, subscription_id=subscription_id, name=facts.name if facts else name,
         state=verdict.state.value, reason=str(verdict.reason), actions=list(run.actions), reboots=run.reboots,
         os_version=facts.os_version_text if facts else "", baseline=run.baseline, detail=verdict.detail,
+        started_at=run.started_at, finished_at=format_utc(run.now),
     )
 
 
@@ -164,13 +232,63 @@ def report_row(run: Run, verdict: Verdict) -> ReportRow:
 
 
 def workflow(run: Run) -> Steps:
+    """The phases of SPEC §2, each in an execution of its own: assess (checks 1-8, the plan), change (VSM, the
+    workaround, the one reboot), enable (and, in reactive mode, the workaround when enablement is stuck)."""
+    carry = run.input.carry
+    phase = carry.phase if carry is not None else ASSESS
+    if phase == ASSESS:
+        plan = yield from assess(run)
+        run.plan = plan
+        if plan.reboot:
+            raise NextPhase(CHANGE)
+        if plan.enable_hotpatch:
+            raise NextPhase(ENABLE)
+        return
+    plan = run.plan
+    assert plan is not None and run.readiness is not None
+    if phase == CHANGE:
+        yield from change_and_reboot(run, enable_vsm=plan.enable_vsm, workaround=plan.licensing_workaround)
+        if plan.enable_vsm and not run.readiness.vsm_running:
+            run.done(
+                FinalState.ESCALATED, Reason.VSM_NOT_RUNNING,
+                f"VirtualizationBasedSecurityStatus {run.readiness.vbs_status} after reboot: check the hardware "
+                "or hypervisor VBS support",
+            )
+        if plan.enable_hotpatch:
+            raise NextPhase(ENABLE)
+        return
+    if phase == ENABLE:
+        run.status("enabling_hotpatch")
+        facts = run.facts
+        assert facts is not None
+        request = EnableRequest(run.call(), list(facts.license_features), create=not facts.license_in_use)
+        yield run.context.call_activity_with_retry(ENABLE_HOTPATCH, ARM_RETRY, request)
+        run.actions.append(Action.ENABLE_HOTPATCH.value)
+        outcome = yield from wait_for_enablement(run)
+        reactive = run.policy.workaround_mode == WorkaroundMode.REACTIVE and not run.workaround_done
+        if outcome == "stuck" and reactive and workaround_applies(run.readiness.ubr, run.readiness):
+            raise NextPhase(REACTIVE)
+    else:  # REACTIVE: enablement was stuck; the workaround and its reboot, then wait for it again
+        yield from change_and_reboot(run, enable_vsm=False, workaround=True)
+        outcome = yield from wait_for_enablement(run)
+    if outcome == "failed":
+        run.done(FinalState.ESCALATED, Reason.ENABLE_FAILED, "the Hotpatch feature reported Failed")
+    if outcome == "stuck":
+        run.done(
+            FinalState.ESCALATED, Reason.ENABLE_STUCK,
+            f"still Enabling after {run.policy.enable_timeout / 60:g} min: see the agent troubleshooting guide",
+        )
+
+
+def assess(run: Run) -> Steps:
+    """Checks 1-8 and the plan: ends the run here when a check decides, or in a dry run, or when it only
+    assesses for a wave not open yet."""
     policy = run.policy
     run.status("reading_machine")
     facts = yield from run.read_machine()
     if facts is None:
         run.done(FinalState.SKIPPED_DISCONNECTED, Reason.MACHINE_NOT_FOUND, "the Arc resource no longer exists")
-    run.facts = facts
-    verdict = check_arm_facts(run.facts, policy.exclude_tag)
+    verdict = check_arm_facts(facts, policy.exclude_tag)
     if verdict:
         raise Finished(verdict)
 
@@ -180,47 +298,26 @@ def workflow(run: Run) -> Steps:
     if verdict:
         raise Finished(verdict)
 
-    plan = plan_actions(run.readiness, run.facts.hotpatch_enabled, policy.workaround_mode)
+    plan = plan_actions(run.readiness, facts.hotpatch_enabled, policy.workaround_mode)
+    run.member = bool(plan.actions)
     if policy.dry_run:
         detail = ""
         if plan.reboot and policy.reboot_policy == RebootPolicy.NEVER:
             detail = "reboot policy 'never' would escalate this machine (reboot_required)"
         run.actions = plan.actions
         run.done(FinalState.PLANNED, Reason.DRY_RUN, detail)
-
-    if plan.reboot:
-        yield from change_and_reboot(run, enable_vsm=plan.enable_vsm, workaround=plan.licensing_workaround)
-        if plan.enable_vsm and not run.readiness.vsm_running:
-            run.done(
-                FinalState.ESCALATED, Reason.VSM_NOT_RUNNING,
-                f"VirtualizationBasedSecurityStatus {run.readiness.vbs_status} after reboot: check the hardware "
-                "or hypervisor VBS support",
-            )
-
-    if plan.enable_hotpatch:
-        run.status("enabling_hotpatch")
-        yield run.context.call_activity_with_retry(ENABLE_HOTPATCH, ARM_RETRY, run.call())
-        run.actions.append(Action.ENABLE_HOTPATCH.value)
-        outcome = yield from wait_for_enablement(run)
-        reactive = policy.workaround_mode == WorkaroundMode.REACTIVE and not run.workaround_done
-        if outcome == "stuck" and reactive and workaround_applies(run.readiness.ubr, run.readiness):
-            yield from change_and_reboot(run, enable_vsm=False, workaround=True)
-            outcome = yield from wait_for_enablement(run)
-        if outcome == "failed":
-            run.done(FinalState.ESCALATED, Reason.ENABLE_FAILED, "the Hotpatch feature reported Failed")
-        if outcome == "stuck":
-            run.done(
-                FinalState.ESCALATED, Reason.ENABLE_STUCK,
-                f"still Enabling after {policy.enable_timeout / 60:g} min: see the agent troubleshooting guide",
-            )
+    if run.input.assess_only and plan.actions:
+        run.actions = plan.actions
+        run.done(FinalState.PLANNED, Reason.AWAITING_WAVE, "assessed: waits for its wave")
+    return plan
 
 
-def read_readiness(run: Run, attempts: int | None = None) -> Steps:
+def read_readiness(run: Run, attempts: int | None = None, deadline: datetime | None = None) -> Steps:
     """Run the readiness script (with retries); escalates ``run_command_failed`` when it keeps failing.
 
     With ``attempts=1`` (polling around a reboot, where failures are expected) a failure returns None.
     """
-    result = yield from run_script(run, "readiness", {}, attempts=attempts)
+    result = yield from run_script(run, "readiness", {}, attempts=attempts, deadline=deadline)
     if not result.succeeded:
         if attempts == 1:
             return None
@@ -230,33 +327,67 @@ def read_readiness(run: Run, attempts: int | None = None) -> Steps:
 
 
 def run_script(
-    run: Run, script: str, parameters: dict[str, Any], *, accept_lost: bool = False, attempts: int | None = None
+    run: Run, script: str, parameters: dict[str, Any], *, accept_lost: bool = False, attempts: int | None = None,
+    deadline: datetime | None = None,
 ) -> Steps:
     """One script through Run Command, retried with exponential backoff on durable timers.
 
-    Each attempt has its own run command name (a reused name while running is a 409).
-    Returns the first usable result (``succeeded``, or ``lost`` when ``accept_lost``), else the last one.
+    Each attempt starts the script (one activity: the PUT) and reads it after durable timers (one
+    activity per look) until it ends or its timeout passes (``lost``). Returns the first usable
+    result (``succeeded``, or ``lost`` when ``accept_lost``), else the last one; ``run.script_started_at``
+    is when the attempt that gave it started. Nothing waits past ``deadline`` (the run timeout shrinks).
     """
     total = attempts or max(3, run.policy.run_command_attempts)
+    timeout_s = min(run.policy.run_command_timeout, REBOOTING_SCRIPT_TIMEOUT_S) if accept_lost \
+        else run.policy.run_command_timeout
     result = ScriptResult(ScriptResult.FAILED, error="not run")
     for attempt in range(1, total + 1):
+        if deadline is not None:
+            left = (deadline - run.now).total_seconds()
+            if left <= 0:
+                break
+            timeout_s = min(timeout_s, left)
         run.run_seq += 1
-        run_name = f"hotpatch-{script.replace('_', '-')}-{run.now:%Y%m%d%H%M%S}-{run.run_seq}"
+        run.script_started_at = run.now
+        request_id = f"hotpatch-{script.replace('_', '-')}-{run.now:%Y%m%d%H%M%S}-{run.run_seq}"
         request = ScriptRequest(
-            run.call(), script=script, run_name=run_name, parameters={"RequestId": run_name, **parameters},
-            timeout_s=min(run.policy.run_command_timeout, REBOOTING_SCRIPT_TIMEOUT_S)
-            if accept_lost else run.policy.run_command_timeout,
+            run.call(), script=script, run_name=f"hotpatch-{script.replace('_', '-')}", request_id=request_id,
+            parameters={"RequestId": request_id, **parameters}, timeout_s=timeout_s,
         )
-        try:
-            result = ScriptResult.from_json((yield run.context.call_activity(RUN_SCRIPT, request)))
-        except Exception as exc:  # an ARM error that outlived the SDK's own retries
-            result = ScriptResult(ScriptResult.FAILED, error=_first_line(exc))
+        result = yield from _script_attempt(run, request, lost_is_likely=accept_lost)
         if result.succeeded or (result.status == ScriptResult.LOST and accept_lost):
             return result
         if attempt < total:
-            delay = RUN_RETRY_BASE_S * 2 ** (attempt - 1)
-            yield run.context.create_timer(run.now + timedelta(seconds=delay))
+            retry_at = run.now + timedelta(seconds=RUN_RETRY_BASE_S * 2 ** (attempt - 1))
+            yield run.context.create_timer(min(retry_at, deadline) if deadline is not None else retry_at)
     return result
+
+
+def _script_attempt(run: Run, request: ScriptRequest, lost_is_likely: bool = False) -> Steps:
+    """Start the script, then look at it on durable timers until it ends or its deadline passes.
+
+    ``lost_is_likely``: a script that stops himds or reboots is looked at once: still running then, it
+    will not report (the caller verifies from the machine instead of waiting for its timeout).
+    """
+    started_at = run.now
+    try:
+        started = ScriptResult.from_json((yield run.context.call_activity(START_SCRIPT, request)))
+        if started.status != ScriptResult.RUNNING:
+            return started
+        deadline = run.now + timedelta(seconds=request.timeout_s)
+        look = timedelta(seconds=SCRIPT_FIRST_LOOK_S)
+        while True:
+            yield run.context.create_timer(min(run.now + look, deadline))
+            look = timedelta(seconds=SCRIPT_POLL_S)
+            result = ScriptResult.from_json((yield run.context.call_activity(READ_SCRIPT, request)))
+            if result.status != ScriptResult.RUNNING:
+                return result
+            if run.now >= deadline or lost_is_likely:
+                return ScriptResult(ScriptResult.LOST, error=f"no result after {(run.now - started_at).seconds} s")
+    except Finished:
+        raise
+    except Exception as exc:  # an ARM error that outlived the SDK's own retries
+        return ScriptResult(ScriptResult.FAILED, error=_first_line(exc))
 
 
 def usable(result: ScriptResult) -> bool:
@@ -270,7 +401,7 @@ def script_failed(run: Run, script: str, result: ScriptResult) -> None:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+    return text[0].strip()[:300] if text else type(exc).__name__
 
 
 def _changes_so_far(run: Run) -> str:
@@ -323,30 +454,27 @@ def approval_payload(raw: Any) -> dict[str, Any]:
 
 
 def change_and_reboot(run: Run, *, enable_vsm: bool, workaround: bool) -> Steps:
-    """Make the changes that need a reboot, then reboot once and wait until the machine is back."""
+    """Make the changes that need a reboot and schedule it, in one script run; wait until the machine is back.
+
+    The script sets VSM, applies the workaround (it stops himds, so its result may never come back)
+    and schedules the reboot; whether it all happened is read from the machine after the reboot.
+    """
     yield from reboot_gate(run)
+    run.status("applying_changes", enable_vsm=enable_vsm, licensing_workaround=workaround)
+    result = yield from run_script(
+        run, APPLY_CHANGES,
+        {"EnableVsm": int(enable_vsm), "ApplyWorkaround": int(workaround), "RebootDelaySeconds": REBOOT_DELAY_S},
+        accept_lost=True,
+    )
+    if not usable(result):
+        script_failed(run, APPLY_CHANGES, result)
+    requested_at = run.script_started_at  # the attempt that scheduled the reboot (earlier ones changed nothing)
+    assert requested_at is not None
     if enable_vsm:
-        run.status("enabling_vsm")
-        result = yield from run_script(run, "enable_vsm", {})
-        if not result.succeeded:
-            script_failed(run, "enable_vsm", result)
         run.actions.append(Action.ENABLE_VSM.value)
-    requested_at = run.now
     if workaround:
-        # Stops himds and schedules the reboot itself: its result may never come back.
-        run.status("applying_workaround")
-        result = yield from run_script(
-            run, "licensing_workaround", {"RebootDelaySeconds": REBOOT_DELAY_S}, accept_lost=True
-        )
-        if not usable(result):
-            script_failed(run, "licensing_workaround", result)
         run.actions.append(Action.LICENSING_WORKAROUND.value)
         run.workaround_done = True
-    else:
-        run.status("rebooting")
-        result = yield from run_script(run, "reboot", {"RebootDelaySeconds": REBOOT_DELAY_S}, accept_lost=True)
-        if not usable(result):
-            script_failed(run, "reboot", result)
     run.actions.append(Action.REBOOT.value)
     run.reboots += 1
     readiness = yield from wait_for_reboot(run, requested_at)
@@ -364,11 +492,12 @@ def wait_for_reboot(run: Run, requested_at: datetime) -> Steps:
     deadline = requested_at + timedelta(seconds=run.policy.reboot_timeout)
     poll = timedelta(seconds=run.policy.reboot_poll_interval)
     run.status("waiting_for_reboot", requested_at=requested_at.isoformat())
-    yield run.context.create_timer(min(run.now + timedelta(seconds=REBOOT_FIRST_CHECK_S), deadline))
+    yield run.context.create_timer(min(requested_at + timedelta(seconds=REBOOT_FIRST_CHECK_S), deadline))
     while True:
         facts = yield from run.read_machine()
         if facts is not None and facts.status == "Connected":
-            readiness = yield from read_readiness(run, attempts=1)  # failures are expected around a reboot
+            # Failures are expected around a reboot; the run's timeout ends at the reboot deadline.
+            readiness = yield from read_readiness(run, attempts=1, deadline=deadline)
             if readiness is not None and parse_utc(readiness.last_boot) > requested_at:
                 return readiness
         if run.now >= deadline:
@@ -377,7 +506,7 @@ def wait_for_reboot(run: Run, requested_at: datetime) -> Steps:
 
 
 def wait_for_enablement(run: Run) -> Steps:
-    """Poll the Hotpatch feature until Enabled / Failed, or ``stuck`` at the enable timeout."""
+    """Poll the machine until its Hotpatch feature is Enabled / Failed, or ``stuck`` at the enable timeout."""
     deadline = run.now + timedelta(seconds=run.policy.enable_timeout)
     poll = timedelta(seconds=run.policy.enable_poll_interval)
     run.status("waiting_for_enablement", until=deadline.isoformat())
@@ -385,10 +514,11 @@ def wait_for_enablement(run: Run) -> Steps:
     while True:
         yield run.context.create_timer(min(run.now + wait, deadline))
         wait = poll
-        status = yield run.context.call_activity_with_retry(GET_HOTPATCH_STATUS, ARM_RETRY, run.call())
-        if (status or "").lower() == "enabled":
+        facts = yield from run.read_machine()
+        status = ((facts.hotpatch_feature_status if facts else None) or "").lower()
+        if status == "enabled":
             return "enabled"
-        if (status or "").lower() == "failed":
+        if status == "failed":
             return "failed"
         if run.now >= deadline:
             return "stuck"

@@ -15,7 +15,7 @@ import azure.durable_functions as df
 import azure.functions as func
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
-from core.contracts import ROLLOUT_ORCHESTRATOR, RolloutState
+from core.contracts import ROLLOUT_ORCHESTRATOR, MachineDone, MachineInput, RecordPage, RolloutState
 from core.facts import MachinePayloadError, parse_machine_id
 from core.policy import Policy, SettingError, load_policy, parse_subscription_id
 from core.rollout import summarize
@@ -24,8 +24,8 @@ from core.vocabulary import REBOOT_APPROVED_EVENT
 from .instances import (
     ACTIVE,
     FLEET_ROLLOUT_ID,
-    chunk_order,
     machine_instance_id,
+    record_prefix,
     start_or_attach,
     subscription_rollout_id,
 )
@@ -131,19 +131,39 @@ async def start_subscription_rollout(req: func.HttpRequest, client: df.DurableOr
 # --- report --------------------------------------------------------------------------------------
 
 
+async def _windows(client: df.DurableOrchestrationClient, custom: dict[str, Any]) -> list[Any]:
+    """The statuses of a rollout run's subscription windows."""
+    return [s for s in [await client.get_status(w) for w in custom.get("windows") or []] if s and s.runtime_status]
+
+
+def rows_of_records(records: list[Any]) -> list[dict[str, Any]]:
+    """The report rows in a window's records: a machine's outcome (queued ones are not final), halted pages."""
+    rows: list[dict[str, Any]] = []
+    for record in records:
+        output = record.output if isinstance(record.output, dict) else {}
+        if "row" in output and not output.get("queued"):
+            rows.append(MachineDone.from_json(output).row.to_json())
+        elif "rows" in output:
+            rows.extend(row.to_json() for row in RecordPage.from_json(output).rows)
+    return rows
+
+
 async def rollout_report(client: df.DurableOrchestrationClient, instance_id: str) -> dict[str, Any] | None:
-    """The report of SPEC §5 for a rollout (machines so far while it runs); None if unknown."""
+    """The report of SPEC §5 for a rollout: every machine finished so far, while it runs too; None if unknown.
+
+    Every outcome is a record under its window's id, written when the machine finished.
+    """
     status = await client.get_status(instance_id)
     if not status or status.runtime_status is None:
         return None
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
-    run_key = custom.get("run_key")
     rows: list[dict[str, Any]] = []
-    if run_key:
-        chunks = await client.get_status_by(instance_id_prefix=f"{run_key}:s")
-        for chunk in sorted(chunks, key=lambda c: chunk_order(c.instance_id)):
-            if chunk.runtime_status == OrchestrationRuntimeStatus.Completed and isinstance(chunk.output, dict):
-                rows.extend(chunk.output.get("rows") or [])
+    for window_id in custom.get("windows") or []:
+        records = await client.get_status_by(instance_id_prefix=record_prefix(window_id),
+                                             runtime_status=[OrchestrationRuntimeStatus.Completed])
+        rows.extend(rows_of_records(records))
+    order = {s: i for i, s in enumerate(custom.get("subscription_ids") or [])}
+    rows.sort(key=lambda r: (order.get(str(r.get("subscription_id")), len(order)), str(r.get("id")).lower()))
     return {
         "rollout": {
             "id": instance_id, "status": status.runtime_status.value, "phase": custom.get("phase"),
@@ -215,12 +235,11 @@ async def approve_rollout_reboots(req: func.HttpRequest, client: df.DurableOrche
     custom = rollout.custom_status if rollout and isinstance(rollout.custom_status, dict) else {}
     if not custom.get("run_key"):
         return _error(404, "RolloutNotFound", f"no rollout with instance id {rollout_id!r}")
-    # The machines a rollout waits for are its running chunks' pending instances, whoever started them.
-    chunks = await client.get_status_by(
-        runtime_status=[OrchestrationRuntimeStatus.Running], instance_id_prefix=f"{custom['run_key']}:s"
-    )
+    # The machines a rollout waits for are its windows' pending instances, whoever started them.
+    windows = await _windows(client, custom)
     waiting = sorted(
-        {i for chunk in chunks if isinstance(chunk.custom_status, dict) for i in chunk.custom_status.get("pending", [])}
+        {i for window in windows if window.runtime_status in ACTIVE and isinstance(window.custom_status, dict)
+         for i in window.custom_status.get("pending", [])}
     )
     released = []
     for instance_id in waiting:
@@ -267,6 +286,6 @@ async def on_arc_machine_written(event: func.EventGridEvent, client: df.DurableO
     # A bad setting fails the delivery (naming the setting) so Event Grid retries it and the
     # onboarding is not lost; a bad event is acknowledged above, since retrying cannot fix it.
     policy = app_policy()
-    started = await start_or_attach(client, machine_id, policy, rollout_id=f"event-{event.id}")
+    started = await start_or_attach(client, MachineInput(machine_id, policy, rollout_id=f"event-{event.id}"))
     log.info("event_machine id=%s machine=%s instance=%s started=%s", event.id, machine_id,
              started.instance_id, started.started)

@@ -46,6 +46,17 @@ class ScaledClock:
             time.sleep(seconds / self.speed)
 
 
+class _Sleeper:
+    """A thread parked in ``VirtualClock.sleep``: its deadline and the condition only it waits on."""
+
+    __slots__ = ("deadline", "released", "wakeup")
+
+    def __init__(self, deadline: datetime, lock: threading.Lock) -> None:
+        self.deadline = deadline
+        self.released = False  # set by ``advance_to`` when the clock reaches the deadline
+        self.wakeup = threading.Condition(lock)
+
+
 class VirtualClock:
     """Discrete-event clock: time moves only through ``advance_to``.
 
@@ -53,18 +64,25 @@ class VirtualClock:
     (a running activity, an orchestrator episode). A thread in ``sleep`` is
     not busy. The driver waits for ``idle()`` and then jumps to
     ``min(next_wakeup(), its own next timer)``.
+
+    Each sleeper waits on a condition of its own, and ``advance_to`` wakes only the
+    sleepers whose deadline it reached: with hundreds of parked threads, a change of the
+    clock's state costs nothing for the threads that still have to wait. ``_changed`` is
+    for the few threads that watch the clock (``wait_idle``, ``wait_change``).
     """
 
     def __init__(self, start: datetime = DEFAULT_START) -> None:
         self._now = start
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._busy = 0
-        self._sleepers: list[tuple[datetime, int]] = []  # heap of (deadline, seq)
-        self._seq = itertools.count()
+        self._sleepers: list[tuple[datetime, int, _Sleeper]] = []  # heap of the sleepers still before their deadline
+        self._released = 0  # sleepers past their deadline whose thread has not resumed yet
+        self._seq = itertools.count()  # ties of equal deadlines wake in the order they went to sleep
         self._local = threading.local()  # per-thread depth of ``running``
 
     def now(self) -> datetime:
-        with self._cond:
+        with self._lock:
             return self._now
 
     @contextlib.contextmanager
@@ -73,72 +91,83 @@ class VirtualClock:
         depth = getattr(self._local, "depth", 0)
         self._local.depth = depth + 1
         if depth == 0:
-            with self._cond:
+            with self._lock:
                 self._busy += 1
         try:
             yield
         finally:
             self._local.depth = depth
             if depth == 0:
-                with self._cond:
+                with self._lock:
                     self._busy -= 1
-                    self._cond.notify_all()
+                    self._changed.notify_all()
 
     def sleep(self, seconds: float) -> None:
-        with self._cond:
+        with self._lock:
             deadline = self._now + timedelta(seconds=max(seconds, 0.0))
             if deadline <= self._now:
                 return
-            entry = (deadline, next(self._seq))
+            sleeper = _Sleeper(deadline, self._lock)
+            entry = (deadline, next(self._seq), sleeper)
             heapq.heappush(self._sleepers, entry)
             counted = getattr(self._local, "depth", 0) > 0
             if counted:  # a sleeping thread is not runnable
                 self._busy -= 1
-            self._cond.notify_all()
+            self._changed.notify_all()
             try:
-                while self._now < deadline:
-                    self._cond.wait()
+                while not sleeper.released:
+                    sleeper.wakeup.wait()
             finally:
                 if counted:
                     self._busy += 1
-                with contextlib.suppress(ValueError):
+                if sleeper.released:
+                    self._released -= 1
+                else:  # interrupted before its deadline (an exception in wait): no longer a sleeper
                     self._sleepers.remove(entry)
                     heapq.heapify(self._sleepers)
+                if self._settled():  # an uncounted sleeper resuming can be what makes the clock idle
+                    self._changed.notify_all()
 
     def _settled(self) -> bool:
         # A sleeper whose deadline has passed is runnable even before its thread wakes up and
         # counts itself busy again: without this the driver could jump the clock twice.
-        return self._busy <= 0 and all(deadline > self._now for deadline, _ in self._sleepers)
+        return self._busy <= 0 and self._released == 0
 
     def idle(self) -> bool:
         """Nothing can make progress until the clock moves."""
-        with self._cond:
+        with self._lock:
             return self._settled()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is runnable (or ``timeout`` real seconds pass)."""
-        with self._cond:
-            return self._cond.wait_for(self._settled, timeout)
+        with self._lock:
+            return self._changed.wait_for(self._settled, timeout)
 
     def notify(self) -> None:
         """Wake ``wait_idle`` / ``wait_change`` callers (new work was queued)."""
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            self._changed.notify_all()
 
     def wait_change(self, timeout: float) -> None:
-        with self._cond:
-            self._cond.wait(timeout)
+        with self._lock:
+            self._changed.wait(timeout)
 
     def next_wakeup(self) -> datetime | None:
-        with self._cond:
-            pending = [d for d, _ in self._sleepers if d > self._now]
-            return min(pending) if pending else None
+        """The earliest deadline of a sleeper still waiting for the clock (the heap holds only those)."""
+        with self._lock:
+            return self._sleepers[0][0] if self._sleepers else None
 
     def advance_to(self, when: datetime) -> None:
-        with self._cond:
+        with self._lock:
             if when > self._now:
                 self._now = when
-            self._cond.notify_all()
+            # Release exactly the sleepers whose deadline has come; the others stay parked.
+            while self._sleepers and self._sleepers[0][0] <= self._now:
+                _, _, sleeper = heapq.heappop(self._sleepers)
+                sleeper.released = True
+                self._released += 1
+                sleeper.wakeup.notify()
+            self._changed.notify_all()
 
     def advance(self, seconds: float) -> None:
         self.advance_to(self.now() + timedelta(seconds=seconds))

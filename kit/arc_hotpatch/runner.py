@@ -64,9 +64,16 @@ def execute_rollout(
     from core.contracts import ROLLOUT_ORCHESTRATOR, RolloutState
     from orchestrators.triggers import rollout_report
 
-    with DurableHost(function_app.app, clock, activity_workers=activity_workers) as host:
+    # The orchestrator replays run in a worker process of their own, beside the activities and the host.
+    with DurableHost(
+        function_app.app,
+        clock,
+        activity_workers=activity_workers,
+        orchestrator_processes=1,
+        app_spec="function_app:app",
+    ) as host:
         instance_id = host.start_new(ROLLOUT_ORCHESTRATOR, rollout_id, RolloutState(policy).to_json())
-        stop_progress = _progress_thread(host, expected_machines, progress)
+        stop_progress = _progress_thread(host, instance_id, expected_machines, progress)
         try:
             final = host.run_until_complete([instance_id], timeout_real_s=timeout_real_s)[instance_id]
         finally:
@@ -109,12 +116,16 @@ def run_simulation(
     faults: str | None = None,
     progress: ProgressCallback | None = None,
     timeout_real_s: float = 1800.0,
+    throttling: bool = True,
 ) -> dict[str, Any]:
-    """Roll ``policy`` out over the twin's ``fleet`` on a virtual clock; the report with metrics."""
+    """Roll ``policy`` out over the twin's ``fleet`` on a virtual clock; the report with metrics.
+
+    ``throttling=False`` turns the twin's ARM token buckets off (the benchmark's critical-path pass).
+    """
     clock = VirtualClock()
     wall_start = time.perf_counter()
     virtual_start = clock.now()
-    twin = FleetTwin(fleet, clock, faults)
+    twin = FleetTwin(fleet, clock, faults, throttling=throttling)
     base_url = twin.start()
     try:
         with twin_environment(base_url):
@@ -130,12 +141,14 @@ def run_simulation(
         "wall_s": round(time.perf_counter() - wall_start, 3),
         "arm_requests": twin_metrics["arm_requests"],
         "arm_requests_by_operation": twin_metrics["arm_requests_by_operation"],
+        "arm_requests_by_subscription": twin_metrics["arm_requests_by_subscription"],
         "throttled_responses": twin_metrics["throttled_responses"],
         "orchestrations": host_metrics["orchestrations"],
         "max_history_events": host_metrics["max_history_events"],
         "episodes": host_metrics["episodes"],
         "history_events_replayed": host_metrics["history_events_replayed"],
         "activity_calls": host_metrics["activity_calls_total"],
+        "activity_longest_s": host_metrics["activity_longest_s"],
         "injected_faults": twin_metrics.get("injected_faults", {}),
         "history_by_orchestrator": host_metrics["history_by_orchestrator"],
     }
@@ -154,24 +167,22 @@ def run_plan(
     return report
 
 
-def _progress_thread(host: DurableHost, total: int, progress: ProgressCallback | None) -> Callable[[], None]:
-    """Report finished machine orchestrations to ``progress`` every 0.2 s of real time."""
+def _progress_thread(
+    host: DurableHost, rollout_id: str, total: int, progress: ProgressCallback | None
+) -> Callable[[], None]:
+    """Report the machines the rollout has finished (its custom status) to ``progress`` every 0.2 s of real time."""
     if progress is None:
         return lambda: None
     stop = threading.Event()
 
-    from orchestrators.instances import MACHINE_INSTANCE_PREFIX
-
-    def count() -> int:
-        return sum(
-            1
-            for status in host.list_instances(instance_id_prefix=MACHINE_INSTANCE_PREFIX, show_input=False)
-            if status["runtimeStatus"] in ("Completed", "Failed", "Terminated")
-        )
+    def read() -> tuple[int, int]:
+        status = host.find_status(rollout_id) or {}
+        custom = status.get("customStatus") if isinstance(status.get("customStatus"), dict) else {}
+        return int(custom.get("done") or 0), int(custom.get("machines") or total)
 
     def loop() -> None:
         while not stop.wait(0.2):
-            progress(count(), total)
+            progress(*read())
 
     thread = threading.Thread(target=loop, name="simulation-progress", daemon=True)
     thread.start()
@@ -179,6 +190,6 @@ def _progress_thread(host: DurableHost, total: int, progress: ProgressCallback |
     def finish() -> None:
         stop.set()
         thread.join(timeout=2)
-        progress(count(), total)
+        progress(*read())
 
     return finish

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from core.facts import license_in_use, product_features
 from core.licensing import merged_hotpatch_update, new_hotpatch_profile
 
 CURRENT = {
@@ -24,7 +25,7 @@ CURRENT = {
 
 
 def test_patch_keeps_every_other_feature_and_never_sets_top_level_status() -> None:
-    body = merged_hotpatch_update(CURRENT)
+    body = merged_hotpatch_update(product_features(CURRENT["properties"]))
     product = body["properties"]["productProfile"]
     assert "subscriptionStatus" not in product
     assert product["productType"] == "WindowsServer"
@@ -38,7 +39,7 @@ def test_patch_keeps_every_other_feature_and_never_sets_top_level_status() -> No
 
 
 def test_patch_adds_hotpatch_when_missing() -> None:
-    body = merged_hotpatch_update({"properties": {"esuProfile": {"assignedLicense": "x"}}})
+    body = merged_hotpatch_update(product_features({"esuProfile": {"assignedLicense": "x"}}))
     features = body["properties"]["productProfile"]["productFeatures"]
     assert features == [{"name": "Hotpatch", "subscriptionStatus": "Enable"}]
 
@@ -47,3 +48,13 @@ def test_new_profile() -> None:
     body = new_hotpatch_profile("westeurope")
     assert body["location"] == "westeurope"
     assert "subscriptionStatus" not in body["properties"]["productProfile"]
+
+
+def test_a_profile_with_anything_to_keep_is_merged_never_replaced() -> None:
+    assert license_in_use(CURRENT["properties"])
+    assert license_in_use({"esuProfile": {"assignedLicense": "x", "esuEligibility": "Eligible"}})
+    assert license_in_use({"softwareAssurance": {"softwareAssuranceCustomer": True}})
+    # What the instance view shows of a machine without a profile: nothing a replacing PUT could drop.
+    assert not license_in_use({"licenseStatus": "Licensed", "esuProfile": {"esuEligibility": "Ineligible",
+                                                                           "licenseAssignmentState": "NotAssigned"}})
+    assert not license_in_use(None)

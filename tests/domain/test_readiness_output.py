@@ -44,7 +44,7 @@ def test_malformed_or_partial_output_is_rejected(output: str | None, message: st
 
 
 def test_action_output() -> None:
-    out = '{"v":1,"script":"reboot","request_id":"x","reboot_in_s":60,"requested_at":"2026-01-05T08:00:00Z"}'
-    assert parse_action_output(out, "reboot")["reboot_in_s"] == 60
+    out = '{"v":1,"script":"apply_changes","request_id":"x","reboot_in_s":60,"requested_at":"2026-01-05T08:00:00Z"}'
+    assert parse_action_output(out, "apply_changes")["reboot_in_s"] == 60
     with pytest.raises(ScriptOutputError, match="lacks 'requested_at'"):
-        parse_action_output('{"v":1,"script":"reboot","reboot_in_s":60}', "reboot")
+        parse_action_output('{"v":1,"script":"apply_changes","reboot_in_s":60}', "apply_changes")

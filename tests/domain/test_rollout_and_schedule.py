@@ -1,28 +1,102 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.contracts import Counts, ReportRow
 from core.policy import parse_waves, parse_window
-from core.rollout import allocate, guardrail_tripped, merge_counts, summarize, wave_quotas
+from core.rollout import (
+    WindowProgress,
+    allocate,
+    decide_waves,
+    guardrail_tripped,
+    summarize,
+    wave_bounds,
+    wave_count,
+)
 from core.schedule import next_window_start
 from orchestrators.instances import machine_instance_id
 
 
 @pytest.mark.parametrize(
-    ("fleet", "waves", "quotas"),
+    ("waves", "total", "ends"),
     [
-        (200, "1,10%,100%", [1, 19, 180]),
-        (5, "1,10%,100%", [1, 4]),  # 10% of 5 rounds up to 1 machine, already covered by the canary
-        (10, "2,50%", [2, 3, 5]),  # what the listed waves leave goes in a last wave
-        (3, "5", [3]),
-        (0, "1,100%", []),
+        ("1,10%,100%", 200, [1, 20, 200]),  # cumulative ends, counted over the machines that change
+        ("1,10%,100%", 5, [1, 1, 5]),  # 10% of 5 rounds up to 1 machine, already covered by the canary
+        ("2,50%", 10, [2, 5, 10]),  # what the listed waves leave goes in a last wave
+        ("5", 3, [3, 3]),
+        ("1,100%", 0, [0, 0]),
     ],
 )
-def test_wave_quotas(fleet: int, waves: str, quotas: list[int]) -> None:
-    assert wave_quotas(fleet, parse_waves(waves)) == quotas
-    assert sum(quotas) == fleet
+def test_wave_ends_once_the_total_is_known(waves: str, total: int, ends: list[int]) -> None:
+    parsed = parse_waves(waves)
+    assert wave_count(parsed) == len(ends)
+    bounds = [wave_bounds(parsed, i, total, total) for i in range(len(ends))]
+    assert [b.end_lo for b in bounds] == ends and all(b.known for b in bounds)
+    assert bounds[-1].final and not any(b.final for b in bounds[:-1])
+
+
+def test_a_count_wave_is_known_before_the_total_a_percentage_is_not() -> None:
+    waves = parse_waves("1,10%,100%")
+    canary = wave_bounds(waves, 0, 3, 500)  # 3 found so far, up to 500 in the end
+    assert canary.known and canary.end_lo == 1
+    second = wave_bounds(waves, 1, 30, 500)
+    assert (second.start, second.end_lo, second.end_hi, second.known) == (1, 3, 50, False)
+    final = wave_bounds(waves, 2, 30, 500)
+    assert final.final and not final.known and final.size_hi == 500 - 3
+
+
+@pytest.mark.parametrize("waves", ["50%,10%", "5,3", "10%,5", "1,,100%"])
+def test_waves_must_be_cumulative(waves: str) -> None:
+    with pytest.raises(ValueError, match="cumulative"):
+        parse_waves(waves)
+
+
+W = WindowProgress
+
+
+def test_the_canary_is_granted_as_soon_as_one_machine_needs_a_change() -> None:
+    waves = parse_waves("1,10%,100%")
+    nothing_yet = decide_waves(waves, 0.2, 0, [0, 0], [W(unassessed=50, unstarted=40), W(unassessed=50)])
+    assert (nothing_yet.wave, nothing_yet.budgets, nothing_yet.final) == (0, (0, 0), False)
+    found = decide_waves(waves, 0.2, 0, [0, 0], [W(changeable=1, unassessed=49, queued_waiting=1),
+                                                   W(changeable=2, unassessed=48, queued_waiting=2)])
+    assert (found.wave, found.budgets) == (0, (0, 1)), "one machine, from where most are waiting"
+
+
+def test_a_percentage_wave_waits_for_every_assessment_then_opens() -> None:
+    waves = parse_waves("1,10%,100%")
+    canary_done = W(changeable=40, unassessed=60, queued_waiting=39, granted=(1,), members_done=(1,))
+    waiting = decide_waves(waves, 0.2, 0, [1], [canary_done])
+    # 10% of at least 40 is at least 4: three more are certainly in the second wave already
+    assert (waiting.wave, waiting.budgets) == (1, (4,))
+    assessed = decide_waves(waves, 0.2, 1, [4], [replace(canary_done, unassessed=0, queued_waiting=36,
+                                                        granted=(1, 3), members_done=(1, 3))])
+    assert (assessed.wave, assessed.final) == (2, True), "10% of 40 reached and done: the final wave"
+
+
+def test_the_guardrail_halts_as_results_arrive_not_at_the_end_of_the_wave() -> None:
+    waves = parse_waves("1,10%,100%")
+    bad_canary = W(changeable=5, unassessed=95, unstarted=90, queued_waiting=4, granted=(1,), members_done=(1,),
+                   escalated=(1,))
+    halted = decide_waves(waves, 0.2, 0, [1], [bad_canary])
+    assert halted.halted and "wave 1" in halted.detail
+    # 3 of a final wave of at most 10 already escalated (> 20%) while 6 are still running: halt now
+    running = W(changeable=10, unassessed=0, queued_waiting=2, granted=(1, 1, 8), members_done=(1, 1, 2),
+                escalated=(0, 0, 3))
+    assert decide_waves(waves, 0.2, 2, [10], [running]).halted
+    # ... but not while the largest the wave can still be keeps them under the threshold
+    early = W(changeable=10, unassessed=90, unstarted=80, granted=(1, 1, 8), members_done=(1, 1, 2),
+              escalated=(0, 0, 3))
+    assert not decide_waves(waves, 0.2, 2, [10], [early]).halted
+
+
+def test_nothing_is_halted_when_nothing_is_left_to_start() -> None:
+    waves = parse_waves("100%")
+    all_started = W(changeable=4, unassessed=0, granted=(4,), members_done=(3,), escalated=(3,))
+    assert not decide_waves(waves, 0.2, 0, [0], [all_started]).halted
 
 
 def test_allocate_spreads_a_wave_over_subscriptions() -> None:
@@ -50,7 +124,10 @@ def test_summary_adds_up() -> None:
     summary = summarize(rows)
     assert summary == {"machines": 3, "by_state": {"escalated": 2, "hotpatch_enabled": 1}, "reboots": 2,
                        "escalations": 2}
-    assert merge_counts(summary, summarize(rows[:1]))["by_state"] == {"escalated": 3, "hotpatch_enabled": 1}
+    counted = Counts().plus([ReportRow.from_json({"id": "x", "subscription_id": "s", "name": "x", "reason": "r",
+                                                   **row}) for row in rows])
+    assert (counted + counted).to_json() == {"machines": 6, "by_state": {"escalated": 4, "hotpatch_enabled": 2},
+                                             "reboots": 4, "escalations": 4}
 
 
 MONDAY = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # a Monday

@@ -283,6 +283,13 @@ def sleepers(context: df.DurableOrchestrationContext):
 
 
 @app.orchestration_trigger(context_name="context")
+def child_beside_activity(context: df.DurableOrchestrationContext):
+    """A sub-orchestration (its id is the input) and an activity at once: both can answer in one driver pass."""
+    tasks = [context.call_sub_orchestrator("child", 1, context.get_input()), context.call_activity("echo", 2)]
+    return (yield context.task_all(tasks))
+
+
+@app.orchestration_trigger(context_name="context")
 def batched_parent(context: df.DurableOrchestrationContext):
     """Fan out ``total`` activities as sub-orchestrations of ``batch`` activities each."""
     spec = context.get_input()

@@ -46,16 +46,21 @@ def test_start_poll_and_report_against_the_twin(serve_fleet: ServeFleet) -> None
     for link in ("statusQueryGetUri", "sendEventPostUri", "terminatePostUri", "purgeHistoryDeleteUri"):
         assert links[link].startswith(f"{served.base_url}/runtime/webhooks/durabletask/instances/{instance_id}")
 
-    # 10 virtual minutes in, the canary wave is done and the second wave is not.
+    # 10 virtual minutes in, every machine is assessed: the ones that need no change are settled (in no wave)
+    # and in the report already; the canary, the first machine that needs a change, is still being changed.
     hold.run_for(timedelta(minutes=10))
     running = served.report(instance_id)
     assert running["rollout"]["status"] == "Running"
-    assert (running["rollout"]["phase"], running["rollout"]["wave"]) == ("rolling_out", 2)
-    assert [row["id"] for row in running["machines"]] == [served.twin.resource_id("a-excluded")], (
-        "while running, the report has the machines done so far: the canary"
+    assert (running["rollout"]["phase"], running["rollout"]["wave"]) == ("rolling_out", 1)
+    settled = ["a-excluded", "d-enrolled", "e-offline", "f-server-2022"]
+    assert [row["id"] for row in running["machines"]] == [served.twin.resource_id(n) for n in settled], (
+        "while running, the report has the machines done so far"
     )
-    assert running["machines"][0]["state"] == "excluded"
-    assert running["summary"] == {"machines": 1, "by_state": {"excluded": 1}, "reboots": 0, "escalations": 0}
+    assert running["summary"]["by_state"] == {"excluded": 1, "hotpatch_enabled": 1, "ineligible": 1,
+                                              "skipped_disconnected": 1}
+    changing = [n for n in ("b-ready", "c-pre-october", "g-enable-fails")
+                if (served.machine_status(n) or {}).get("runtimeStatus") == "Running"]
+    assert len(changing) == 1, "the canary wave changes exactly one machine"
     hold.release()
 
     final_status = served.wait_for_status_url(links["statusQueryGetUri"])

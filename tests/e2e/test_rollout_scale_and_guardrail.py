@@ -1,16 +1,17 @@
-"""The fleet rollout in process (SPEC §3): the guardrail halts a rollout after a bad canary wave, and the
-fleet-level orchestrations' histories stay the same size whatever the fleet size."""
+"""The fleet rollout in process (SPEC §3): the canary is a machine that changes, the guardrail halts the rest
+after it escalates, a window keeps its slots full and never over-full, and the fleet-level orchestrations'
+histories stay the same size whatever the fleet size."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
-import pytest
-
 from arc_hotpatch.clocks import VirtualClock
+from arc_hotpatch.durable_host import DurableHost
 from arc_hotpatch.runner import execute_rollout, simulation_policy, twin_environment
 from arc_hotpatch.twin import FleetTwin
 from arc_hotpatch.twin.fleet import load_scenario
@@ -25,7 +26,7 @@ def rolled_out(groups: list[dict[str, Any]], **policy: Any) -> Iterator[tuple[di
     """Roll a policy out over a scenario's fleet on the twin; gives (report, host metrics, twin)."""
     clock = VirtualClock()
     fleet = load_scenario({"seed": 3, "subscriptions": 1, "groups": groups})
-    # Pages of 25 against chunks of 20 (the default concurrency): chunks start mid-page and straddle pages.
+    # Pages of 25 against start batches of 20: a window's listing cursor stops mid-page and straddles pages.
     twin = FleetTwin(fleet, clock, page_size=25)
     try:
         with twin_environment(twin.start()):
@@ -37,43 +38,49 @@ def rolled_out(groups: list[dict[str, Any]], **policy: Any) -> Iterator[tuple[di
         twin.stop()
 
 
-@pytest.mark.parametrize(("escalating", "halts"), [("a-fails", True), ("z-fails", False)],
-                         ids=["canary_escalates", "last_machine_escalates"])
-def test_a_canary_wave_with_too_many_escalations_halts_the_rest(escalating: str, halts: bool) -> None:
-    ready = [f"m-{n}" for n in range(1, 5)]
-    groups = [{"count": 4, "machine": {"name": "m", "os_version": OLD}},
-              {"machine": {"name": escalating, "os_version": OLD, "enable_outcome": "fail"}}]
-    # Guardrail 30%: the canary alone escalating is 100% of its wave; the last of five is 25% of the second.
+def test_a_canary_that_escalates_halts_the_rest_which_stay_unchanged() -> None:
+    # Five machines that each need a change (enabling only) and all fail; one more that needs none.
+    groups = [{"count": 5, "machine": {"name": "m", "os_version": OLD, "enable_outcome": "fail"}},
+              {"machine": {"name": "enrolled", "os_version": OLD, "hotpatch": "Enabled"}}]
     with rolled_out(groups, waves="1,100%", guardrail=0.3) as (report, _, twin):
         snapshots = {m.name: m for m in twin.machines()}
-    order = list(snapshots)  # ARM lists machines by resource id: same group, so by name
-    assert order == sorted([*ready, escalating])
-    assert (order[0] == escalating) == halts, "the canary (first wave of one) is the first machine listed"
     rows = {row["name"]: row for row in report["machines"]}
-    assert [row["name"] for row in report["machines"]] == order
-    assert (rows[escalating]["state"], rows[escalating]["reason"]) == ("escalated", "enable_failed")
+    assert report["rollout"]["phase"] == "halted"
+    escalated = [name for name, row in rows.items() if row["state"] == "escalated"]
+    assert len(escalated) == 1 and rows[escalated[0]]["reason"] == "enable_failed", "the canary: one machine"
+    # The machine that needed no change is settled outside the waves, with its own state.
+    assert (rows["enrolled"]["state"], rows["enrolled"]["reason"]) == ("hotpatch_enabled", "already_enabled")
+    halted = [name for name, row in rows.items() if row["state"] == "halted"]
+    assert sorted(halted) == sorted(f"m-{n}" for n in range(1, 6) if f"m-{n}" not in escalated)
+    for name in halted:
+        row, snapshot = rows[name], snapshots[name]
+        assert (row["reason"], row["actions"], row["reboots"]) == ("guardrail", [], 0)
+        # Assessed (the read-only readiness script) and nothing else: no change, no reboot, no license write.
+        assert {r.script for r in snapshot.runs} == {"readiness"}, name
+        assert snapshot.reboots == 0 and not snapshot.license_writes and snapshot.hotpatch_status != "Enabled"
+    assert report["summary"]["by_state"] == {"escalated": 1, "halted": 4, "hotpatch_enabled": 1}
+    assert all(row["reason"] != "awaiting_wave" for row in report["machines"]), "no row is left provisional"
 
-    if halts:  # 1 of 1 escalated in the canary wave: nothing else is touched
-        assert report["rollout"]["phase"] == "halted"
-        for name in ready:
-            row = rows[name]
-            assert (row["state"], row["reason"], row["actions"], row["reboots"]) == ("halted", "guardrail", [], 0)
-            snapshot = snapshots[name]
-            assert not snapshot.runs and snapshot.reboots == 0 and not snapshot.license_writes, name
-            assert snapshot.hotpatch_status != "Enabled"
-        assert report["summary"]["by_state"] == {"escalated": 1, "halted": 4}
-    else:  # a fine canary, then 1 of 4 in the last wave is under the guardrail: all the others enrolled
-        assert report["rollout"]["phase"] == "completed"
-        assert all(rows[name]["state"] == "hotpatch_enabled" for name in ready)
-        assert all(snapshots[name].hotpatch_status == "Enabled" for name in ready)
+
+def test_one_escalation_in_a_final_wave_under_the_guardrail_halts_nothing() -> None:
+    groups = [{"count": 4, "machine": {"name": "m", "os_version": OLD}},
+              {"machine": {"name": "fails", "os_version": OLD, "enable_outcome": "fail"}}]
+    with rolled_out(groups, waves="100%", guardrail=0.3) as (report, _, twin):
+        snapshots = {m.name: m for m in twin.machines()}
+    rows = {row["name"]: row for row in report["machines"]}
+    assert report["rollout"]["phase"] == "completed"
+    assert (rows["fails"]["state"], rows["fails"]["reason"]) == ("escalated", "enable_failed")  # 1 of 5 < 30%
+    assert all(rows[f"m-{n}"]["state"] == "hotpatch_enabled" for n in range(1, 5))
+    assert all(snapshots[f"m-{n}"].hotpatch_status == "Enabled" for n in range(1, 5))
 
 
-def fleet_level_history(metrics: dict[str, Any]) -> int:
-    """The largest history of the rollout's own orchestrations (rollout, slices, chunks), any execution."""
-    sizes = [stats["max"] for instance_id, stats in metrics["history_events"].items()
-             if instance_id.startswith(ROLLOUT_ID)]
-    assert sizes, "no fleet-level orchestration ran"
-    return max(sizes)
+def fleet_level(metrics: dict[str, Any]) -> tuple[int, int]:
+    """The largest history of the rollout's own orchestrations (rollout and windows, any execution), and how
+    many of their executions continued as new."""
+    stats = [s for instance_id, s in metrics["history_events"].items()
+             if instance_id.startswith(ROLLOUT_ID) and instance_id.count(":") <= 2]  # not the records
+    assert stats, "no fleet-level orchestration ran"
+    return max(s["max"] for s in stats), sum(s["continued"] for s in stats)
 
 
 def test_fleet_level_history_does_not_grow_with_the_fleet() -> None:
@@ -84,13 +91,36 @@ def test_fleet_level_history_does_not_grow_with_the_fleet() -> None:
                   {"count": size - 2, "machine": {"name": "skip", "tags": {"hotpatch": "exclude"}}}]
         with rolled_out(groups) as (report, metrics, twin):
             listed = [m.resource_id for m in twin.machines()]
-        assert [row["id"] for row in report["machines"]] == listed, "the cursors visit every machine once, in order"
+        assert [row["id"] for row in report["machines"]] == listed, "every machine once, in listing order"
         assert report["summary"]["machines"] == size
         assert report["summary"]["by_state"] == {"excluded": size - 2, "hotpatch_enabled": 2}
-        continued = metrics["executions"] - metrics["orchestrations"]  # executions that continued as new
-        measured[size] = (fleet_level_history(metrics), continued)
+        measured[size] = fleet_level(metrics)
 
     (small, continued_small), (large, continued_large) = measured[100], measured[2000]
     assert large <= 1.5 * small + 20, f"largest fleet-level history: {small} events at 100, {large} at 2,000"
-    assert continued_small > 0, "the rollout continues as new between waves and chunks"
-    assert continued_large > 5 * continued_small, "a larger fleet means more executions, not longer histories"
+    assert continued_large > 5 * max(1, continued_small), "a larger fleet means more executions, not longer histories"
+
+
+def test_a_window_never_has_more_than_concurrency_machines_in_flight() -> None:
+    groups = [{"count": 30, "machine": {"name": "m", "os_version": OLD}}]
+    clock = VirtualClock()
+    twin = FleetTwin(load_scenario({"seed": 4, "subscriptions": 1, "groups": groups}), clock)
+    peak = 0
+    try:
+        with twin_environment(twin.start()):
+            import function_app
+            from core.contracts import ROLLOUT_ORCHESTRATOR, RolloutState
+
+            settings = simulation_policy(replace(Policy(), reboot_policy="auto").with_overrides(
+                {"concurrency": 7, "waves": "100%"}), twin)
+            with DurableHost(function_app.app, clock, activity_workers=8) as host:
+                rollout = host.start_new(ROLLOUT_ORCHESTRATOR, ROLLOUT_ID, RolloutState(settings).to_json())
+                while host.find_status(rollout)["runtimeStatus"] != "Completed":
+                    host.run_until(clock.now() + timedelta(minutes=1), timeout_real_s=60)
+                    running = [s for s in host.list_instances(instance_id_prefix="hotpatch-", show_input=False)
+                               if s["runtimeStatus"] in ("Running", "Pending")]
+                    peak = max(peak, len(running))
+                    assert len(running) <= 7, f"{len(running)} machines in flight at {clock.now()}"
+    finally:
+        twin.stop()
+    assert peak == 7, "the window keeps its slots full"

@@ -19,8 +19,8 @@ def error_nodes(node: Node) -> list[Node]:
     return found
 
 
-def test_all_four_scripts_exist() -> None:
-    assert {p.stem for p in SCRIPTS} == {"readiness", "enable_vsm", "licensing_workaround", "reboot"}
+def test_both_scripts_exist() -> None:
+    assert {p.stem for p in SCRIPTS} == {"readiness", "apply_changes"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -58,7 +58,7 @@ def test_readiness_is_read_only() -> None:
 
 
 def test_workaround_follows_seed_option_2() -> None:
-    text = (Path(SCRIPTS[0]).parent / "licensing_workaround.ps1").read_text()
+    text = (Path(SCRIPTS[0]).parent / "apply_changes.ps1").read_text()
     assert "Stop-Service -Name 'himds'" in text
     assert "FeatureManagement\\Overrides" in text and "'4264695439' -Value 1" in text
     assert "DeviceLicensingServiceCommandMutex" in text

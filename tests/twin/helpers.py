@@ -15,15 +15,28 @@ from azure.mgmt.hybridcompute import HybridComputeManagementClient, models
 
 from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.twin import FleetTwin
-from core.azure_clients import ArmConnection, StaticTokenCredential, hybrid_compute_client, lro_polling
+from arc_hotpatch.twin.polling import lro_polling
+from core.azure_clients import ArmConnection, StaticTokenCredential, hybrid_compute_client
 
 SCRIPTS_DIR = Path(__file__).resolve().parents[2] / "activities" / "scripts"
-SCRIPT_NAMES = ("readiness", "enable_vsm", "licensing_workaround", "reboot")
+SCRIPT_NAMES = ("readiness", "apply_changes")
 _names = itertools.count(1)
 
 
 def script_text(name: str) -> str:
     return (SCRIPTS_DIR / f"{name}.ps1").read_text(encoding="utf-8")
+
+
+def apply_changes_parameters(
+    request_id: str, *, enable_vsm: int = 0, apply_workaround: int = 0, delay_s: int = 60
+) -> dict[str, str]:
+    """The Run Command parameters of ``apply_changes.ps1``."""
+    return {
+        "RequestId": request_id,
+        "EnableVsm": str(enable_vsm),
+        "ApplyWorkaround": str(apply_workaround),
+        "RebootDelaySeconds": str(delay_s),
+    }
 
 
 @dataclass
@@ -46,7 +59,7 @@ class TwinHarness:
         return hybrid_compute_client(self.connection, self.twin.subscription_ids[subscription])
 
     def polling(self, wait: bool = True) -> Any:
-        """``polling=`` for a ``begin_*`` call, as the activities pass it (or False: don't wait)."""
+        """``polling=`` for a ``begin_*`` call that waits on the twin (or False: don't wait, as the activities do)."""
         return lro_polling(self.url) if wait else False
 
     def sleep(self, seconds: float) -> None:
@@ -125,9 +138,10 @@ class MachineDriver:
         assert view.execution_state == "Succeeded", view
         return json.loads(view.output)
 
-    def reboot(self, delay_s: int = 60) -> dict[str, Any]:
-        result = self.run("reboot", {"RequestId": "reboot", "RebootDelaySeconds": str(delay_s)})
-        return json.loads(result.properties.instance_view.output)
+    def apply_changes(self, delay_s: int = 60, enable_vsm: int = 0, request_id: str = "apply") -> dict[str, Any]:
+        """Run ``apply_changes`` without the workaround (which loses the result); returns its output."""
+        parameters = apply_changes_parameters(request_id, enable_vsm=enable_vsm, delay_s=delay_s)
+        return json.loads(self.run("apply_changes", parameters).properties.instance_view.output)
 
     def status(self) -> str:
         status = self.get(instance_view=False).properties.status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 import pytest
 import requests
@@ -438,3 +439,8 @@ def test_requests_are_counted_by_operation(make_twin):
     assert metrics["arm_requests_by_operation"]["runCommands.put"] == 1
     assert metrics["arm_requests_by_operation"]["licenseProfiles.put"] == 1
     assert metrics["throttled_responses"] == 0
+    # ... and by subscription and throttling category (the tenant-level listing is in none)
+    subscription = harness.twin.subscription_ids[0].lower()
+    by_category = Counter("reads" if r.method == "GET" else "writes" for r in harness.records
+                          if r.path.lower().startswith(f"/subscriptions/{subscription}/"))
+    assert metrics["arm_requests_by_subscription"] == {subscription: dict(sorted(by_category.items()))}

@@ -119,7 +119,7 @@ def test_lro_polling_releases_a_virtual_clock_for_a_waiting_activity(contract):
     """Like the local durable host: the clock jumps only when no ``running()`` work is left.
 
     azure-core polls an LRO in a thread of its own; the activity blocked in ``result()`` would
-    stay runnable forever. ``lro_polling`` (what activities pass as ``polling=``) polls in the
+    stay runnable forever. ``lro_polling`` polls in the
     caller's thread instead.
     """
     clock = VirtualClock()

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from azure.core.exceptions import HttpResponseError
 
 from arc_hotpatch.twin import CHAOS, NO_FAULTS, Faults, FaultsError, load_faults
+from core.azure_clients import MAX_SDK_WAIT_S
 
 from .helpers import MachineDriver
 
@@ -93,7 +95,7 @@ def test_lost_run_results(make_twin):
 def test_slow_reboots(make_twin):
     harness = make_twin(FLEET, Faults(slow_reboot_rate=1.0, slow_reboot_extra_minutes=(20, 20)))
     driver = MachineDriver(harness, "m-1")
-    driver.reboot(delay_s=0)
+    driver.apply_changes(delay_s=0)
     harness.wait_for(lambda: driver.status() == "Disconnected", within_s=60, step_s=5)
     down = harness.wait_for(lambda: driver.status() == "Connected", within_s=3600, step_s=60)
     assert 25 * 60 <= down <= 26 * 60  # reboot_minutes 5 + 20 extra
@@ -114,3 +116,18 @@ def test_agent_flaps_are_reproducible(make_twin):
     first = flap_window(make_twin(FLEET, faults))
     assert first[0] <= 3600 and first[1] == pytest.approx(300)
     assert flap_window(make_twin(FLEET, faults)) == first
+
+
+@pytest.mark.parametrize(("retry_after_s", "attempts"), [(30, 1), (7, 3)])
+def test_an_activity_waits_at_most_max_sdk_wait_in_the_sdks_own_retries(make_twin, retry_after_s, attempts):
+    """A throttled request is retried while the Retry-After waits fit in MAX_SDK_WAIT_S (20 s):
+    a longer wait is the orchestration's, on a durable timer, not an activity's holding a worker."""
+    harness = make_twin(FLEET, Faults(arm_throttle_rate=1.0, retry_after_seconds=(retry_after_s, retry_after_s)))
+    driver = MachineDriver(harness, "m-1")
+    started = harness.clock.now()
+    with pytest.raises(HttpResponseError) as throttled:
+        driver.get()
+    waited = (harness.clock.now() - started).total_seconds()
+    assert throttled.value.status_code == 429
+    assert len([r for r in harness.records if r.status == 429]) == attempts
+    assert waited == (attempts - 1) * retry_after_s <= MAX_SDK_WAIT_S

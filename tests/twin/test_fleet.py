@@ -197,6 +197,16 @@ def test_generated_fleets_are_deterministic_and_realistic():
         assert 5 <= share[kind] <= 60, (kind, share[kind])
 
 
+def test_a_ready_fleet_has_only_ready_machines_with_the_licensing_bug():
+    fleet = generate_fleet(machines=300, subscriptions=10, seed=7, mix="ready")
+    assert {m.subscription for m in fleet.machines} == set(range(10))
+    assert all(m.is_windows_server and m.status == "Connected" and m.vbs_status == 2 and m.uefi
+               and m.hotpatch == "Disabled" and m.licensing_bug and m.enable_outcome == "ok"
+               and not m.tags.get("hotpatch") for m in fleet.machines)
+    with pytest.raises(ScenarioError, match="unknown mix 'all'"):
+        generate_fleet(machines=3, mix="all")
+
+
 def test_default_fleet_covers_every_final_state():
     fleet = default_fleet()
     assert len(fleet.machines) == 25 and len(fleet.subscription_ids) == 2

@@ -16,7 +16,7 @@ from azure.core.exceptions import HttpResponseError
 
 from arc_hotpatch.twin.scripts import OUTPUT_LIMIT_BYTES, keep_last_4kb
 
-from .helpers import MachineDriver, TwinHarness
+from .helpers import MachineDriver, TwinHarness, apply_changes_parameters
 
 
 def one(**attributes: Any) -> dict[str, Any]:
@@ -28,8 +28,8 @@ def machine(make_twin, **attributes: Any) -> tuple[TwinHarness, MachineDriver]:
     return harness, MachineDriver(harness, "m")
 
 
-def reboot_and_wait(driver: MachineDriver) -> dict[str, Any]:
-    return driver.wait_back_after(driver.reboot())
+def reboot_and_wait(driver: MachineDriver, enable_vsm: int = 0) -> dict[str, Any]:
+    return driver.wait_back_after(driver.apply_changes(enable_vsm=enable_vsm))
 
 
 def enablement_seconds(harness: TwinHarness, driver: MachineDriver, within_s: float = 3600) -> float:
@@ -47,7 +47,7 @@ def test_default_machine_has_the_licensing_bug_until_workaround_and_reboot(make_
     harness.sleep(60 * 60)
     assert driver.hotpatch_status() == ("Enabling", "PendingEvaluation")  # the October 2025 issue
 
-    name = driver.start_run("licensing_workaround", {"RequestId": "w", "RebootDelaySeconds": "60"})
+    name = driver.start_run("apply_changes", apply_changes_parameters("w", apply_workaround=1, delay_s=60))
     harness.wait_for(lambda: driver.status() == "Disconnected", within_s=300, step_s=10)
     harness.wait_for(lambda: driver.status() == "Connected", within_s=900, step_s=30)
     booted = harness.twin.machine("m").last_boot
@@ -86,10 +86,21 @@ def test_vsm_off_enable_vsm_and_reboot_makes_it_run(make_twin):
     _, driver = machine(make_twin, vbs_status=0)
     facts = driver.readiness()
     assert facts["vbs_status"] == 0 and facts["vbs_configured"] is None
-    output = json.loads(driver.run("enable_vsm", {"RequestId": "v"}).properties.instance_view.output)
-    assert output == {"v": 1, "script": "enable_vsm", "request_id": "v", "vbs_configured": 1}
-    assert driver.readiness()["vbs_status"] == 0  # the registry value takes effect at the next boot
-    assert reboot_and_wait(driver)["vbs_status"] == 2
+    output = driver.apply_changes(delay_s=600, enable_vsm=1, request_id="v")
+    assert output == {
+        "v": 1,
+        "script": "apply_changes",
+        "request_id": "v",
+        "vbs_configured": 1,
+        "licensing_override": None,
+        "mutex_removed": False,
+        "reboot_in_s": 600,
+        "requested_at": output["requested_at"],
+    }
+    before_boot = driver.readiness()
+    # the registry value takes effect at the next boot
+    assert (before_boot["vbs_configured"], before_boot["vbs_status"]) == (1, 0)
+    assert driver.wait_back_after(output)["vbs_status"] == 2
 
 
 def test_vbs_status_1_runs_after_a_reboot(make_twin):
@@ -116,8 +127,7 @@ def test_vsm_never_starts_without_uefi_secure_boot_or_cooperating_hardware(
     assert (facts["firmware"], facts["secure_boot"], facts["vbs_status"]) == (firmware, secure_boot, 0)
     firmware_type = driver.get().properties.firmware_profile.type
     assert firmware_type == ("UEFI" if firmware == "UEFI" else "BIOS")
-    driver.run("enable_vsm", {"RequestId": "v"})
-    after = reboot_and_wait(driver)
+    after = reboot_and_wait(driver, enable_vsm=1)
     assert (after["vbs_configured"], after["vbs_status"]) == (1, 1)  # configured, not running
 
 
@@ -164,7 +174,7 @@ def test_disabling_hotpatch(make_twin):
 def test_reboot_minutes_keep_the_agent_disconnected_meanwhile(make_twin):
     harness, driver = machine(make_twin, reboot_minutes=12)
     before = driver.get().properties.last_status_change
-    output = driver.reboot(delay_s=60)
+    output = driver.apply_changes(delay_s=60)
     assert output["reboot_in_s"] == 60
     assert driver.status() == "Connected"  # the run reports before the restart
     down = harness.wait_for(lambda: driver.status() == "Disconnected", within_s=120, step_s=5)
@@ -181,7 +191,7 @@ def test_reboot_minutes_keep_the_agent_disconnected_meanwhile(make_twin):
 
 def test_reboot_hangs(make_twin):
     harness, driver = machine(make_twin, reboot_hangs=True)
-    driver.reboot(delay_s=30)
+    driver.apply_changes(delay_s=30)
     harness.sleep(4 * 3600)
     assert driver.status() == "Disconnected"
     name = driver.start_run("readiness", {"RequestId": "r"})
@@ -293,19 +303,23 @@ def test_non_windows_machine(make_twin):
     assert driver.run("echo hello").properties.instance_view.execution_state == "Succeeded"
 
 
-def test_reboot_script_refuses_a_second_pending_restart(make_twin):
-    _, driver = machine(make_twin)
-    driver.reboot(delay_s=600)
-    view = driver.run("reboot", {"RequestId": "again", "RebootDelaySeconds": "60"}).properties.instance_view
-    assert (view.execution_state, view.exit_code) == ("Failed", 1) and "1190" in view.error
+def test_apply_changes_refuses_a_second_pending_restart(make_twin):
+    harness, driver = machine(make_twin)
+    driver.apply_changes(delay_s=600)
+    parameters = apply_changes_parameters("again", apply_workaround=1)
+    view = driver.run("apply_changes", parameters).properties.instance_view
+    assert (view.execution_state, view.exit_code) == ("Failed", 1)
+    assert "shutdown.exe failed with exit code 1190" in view.error
+    state = harness.twin.machine("m")  # it failed before the workaround: himds still reports
+    assert state.himds == "Running" and state.licensing_override is None and state.license_mutex
 
 
 @pytest.mark.parametrize(
     ("script", "parameters", "message"),
     [
         ("readiness", {"RequestId": "r", "Verbose2": "1"}, "A parameter cannot be found that matches parameter name"),
-        ("reboot", {"RebootDelaySeconds": "soon"}, 'Cannot convert value "soon" to type "System.Int32"'),
-        ("licensing_workaround", {"RebootDelaySeconds": "-1"}, "RebootDelaySeconds must be >= 0"),
+        ("apply_changes", {"RebootDelaySeconds": "soon"}, 'Cannot convert value "soon" to type "System.Int32"'),
+        ("apply_changes", {"ApplyWorkaround": "1", "RebootDelaySeconds": "-1"}, "RebootDelaySeconds must be >= 0"),
     ],
 )
 def test_script_parameter_errors_fail_like_powershell(make_twin, script, parameters, message):
@@ -319,10 +333,9 @@ def test_script_parameter_errors_fail_like_powershell(make_twin, script, paramet
 
 def test_parameter_names_bind_case_insensitively(make_twin):
     _, driver = machine(make_twin)
-    output = json.loads(
-        driver.run("reboot", {"requestid": "x", "REBOOTDELAYSECONDS": "90"}).properties.instance_view.output
-    )
-    assert (output["request_id"], output["reboot_in_s"]) == ("x", 90)
+    view = driver.run("apply_changes", {"requestid": "x", "enableVSM": "1", "REBOOTDELAYSECONDS": "90"})
+    output = json.loads(view.properties.instance_view.output)
+    assert (output["request_id"], output["vbs_configured"], output["reboot_in_s"]) == ("x", 1, 90)
 
 
 def test_timeout_and_async_execution(make_twin):
@@ -340,7 +353,7 @@ def test_a_lost_result_fails_the_lro_only_after_the_timeout(make_twin):
     harness, driver = machine(make_twin)
     started = harness.clock.now()
     with pytest.raises(HttpResponseError) as failure:
-        driver.run("licensing_workaround", {"RequestId": "w"}, timeoutInSeconds=60)
+        driver.run("apply_changes", apply_changes_parameters("w", apply_workaround=1), timeoutInSeconds=60)
     assert "OperationTimedOut" in str(failure.value)
     assert (harness.clock.now() - started).total_seconds() >= 60 + 300
     name = driver.client.machine_run_commands.list("rg-arc-servers", "m").next().name

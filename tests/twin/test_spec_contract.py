@@ -13,7 +13,7 @@ from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.twin import FleetTwin, load_scenario
 from arc_hotpatch.twin import arm as twin_arm
 
-from .helpers import SCRIPT_NAMES, MachineDriver, script_text
+from .helpers import SCRIPT_NAMES, MachineDriver, apply_changes_parameters, script_text
 from .spec_contract import EXAMPLES, SpecContract
 
 ONE_MACHINE = {"seed": 5, "groups": [{"machine": {"name": "myMachine", "resource_group": "myResourceGroup"}}]}
@@ -117,17 +117,14 @@ def _ordered_keys(script: str) -> list[str]:
 def test_script_outputs_have_the_scripts_keys_in_order(make_twin):
     harness = make_twin({"seed": 1, "groups": [{"machine": {"name": "m", "vbs_status": 0}}]})
     machine = MachineDriver(harness, "m")
-    outputs = {
-        "readiness": machine.readiness(),
-        "enable_vsm": json.loads(machine.run("enable_vsm", {"RequestId": "e"}).properties.instance_view.output),
-        "reboot": machine.reboot(delay_s=30),
-    }
-    for script, document in outputs.items():
-        assert list(document) == _ordered_keys(script), script
-        assert document["script"] == script
+    outputs = [("readiness", machine.readiness()), ("apply_changes", machine.apply_changes(30, enable_vsm=1))]
     harness.sleep(30 * 60)
-    name = machine.start_run("licensing_workaround", {"RequestId": "w"})
+    name = machine.start_run("apply_changes", apply_changes_parameters("w", apply_workaround=1))
     harness.sleep(120)
     lost = next(r for r in harness.twin.machine("m").runs if r.name == name)
-    assert lost.result_lost and list(json.loads(lost.unreported_output)) == _ordered_keys("licensing_workaround")
-    assert set(SCRIPT_NAMES) == set(outputs) | {"licensing_workaround"}
+    assert lost.result_lost
+    outputs.append(("apply_changes", json.loads(lost.unreported_output)))  # the workaround's, never reported
+    for script, document in outputs:
+        assert list(document) == _ordered_keys(script), script
+        assert document["script"] == script
+    assert set(SCRIPT_NAMES) == {script for script, _ in outputs}

@@ -6,19 +6,22 @@ TimerFired, EventRaised), each answer in an episode of its own (OrchestratorComp
 OrchestratorStarted at the answer's time), and :meth:`History.replay` feeds the context JSON to the
 orchestrator registered on ``function_app.app``, through the SDK's own handle, and returns its state.
 
-Task ids are given in order, one per activity or timer, as the SDK numbers its tasks; waiting for an
-external event takes none. ``History.actions`` counts the orchestrator's top-level actions so far, so
-that :attr:`State.new_steps` are exactly the ones the orchestrator took after the history ends.
+Task ids are given in order, one per activity, sub-orchestration or timer, as the SDK numbers its tasks;
+waiting for an external event takes none, a retry (its timer, the task scheduled again) takes ids but is no
+action. The history remembers every action it holds (its label and, for a timer, its fire time), and
+:meth:`History.replay` checks that the orchestrator took exactly those, in that order: a test's history is
+its expectation too. :attr:`State.new_steps` are the actions the orchestrator took after the history ends.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from functools import cache
+from itertools import zip_longest
 from typing import Any
 
 from azure.durable_functions.models.utils.df_serialization import df_dumps
@@ -36,6 +39,9 @@ class EventType(IntEnum):
     TASK_SCHEDULED = 4
     TASK_COMPLETED = 5
     TASK_FAILED = 6
+    SUB_ORCHESTRATION_INSTANCE_CREATED = 7
+    SUB_ORCHESTRATION_INSTANCE_COMPLETED = 8
+    SUB_ORCHESTRATION_INSTANCE_FAILED = 9
     TIMER_CREATED = 10
     TIMER_FIRED = 11
     ORCHESTRATOR_STARTED = 12
@@ -46,6 +52,8 @@ class EventType(IntEnum):
 class ActionType(IntEnum):
     CALL_ACTIVITY = 0
     CALL_ACTIVITY_WITH_RETRY = 1
+    CALL_SUB_ORCHESTRATOR = 2
+    CONTINUE_AS_NEW = 4
     CREATE_TIMER = 5
     WAIT_FOR_EXTERNAL_EVENT = 6
     WHEN_ANY = 11
@@ -81,10 +89,15 @@ class History:
         self.instance_id = instance_id
         self.now = start
         self.events: list[dict[str, Any]] = []
-        self.actions = 0
+        self.expected: list[tuple[str, datetime | None]] = []  # (label, fire time) of each action it holds
         self._next_id = 0
         self._append(EventType.ORCHESTRATOR_STARTED)
         self._append(EventType.EXECUTION_STARTED, Name=orchestrator, Version="", Input=self.input_text)
+
+    @property
+    def actions(self) -> int:
+        """How many top-level actions of the orchestrator the history holds."""
+        return len(self.expected)
 
     def _append(self, kind: EventType, event_id: int = -1, **fields: Any) -> None:
         self.events.append(
@@ -92,10 +105,13 @@ class History:
              **fields}
         )
 
-    def _new_action(self) -> int:
-        self.actions += 1
+    def _task_id(self) -> int:
         self._next_id += 1
         return self._next_id - 1
+
+    def _new_action(self, label: str, fire_at: datetime | None = None) -> int:
+        self.expected.append((label, fire_at))
+        return self._task_id()
 
     def _episode(self, at: datetime) -> None:
         """End the episode that decided, start the one that receives an answer at ``at``."""
@@ -105,29 +121,37 @@ class History:
 
     # --- what the orchestrator decided (one call per top-level action) -------------------------------
 
-    def scheduled(self, name: str) -> int:
-        """An activity call (with or without retry): TaskScheduled; returns its task id."""
-        task_id = self._new_action()
+    def scheduled(self, name: str, label: str | None = None) -> int:
+        """An activity call (with or without retry): TaskScheduled; returns its task id. ``label``: the step's
+        label as :class:`Step` shows it, when it is more than the name (``start_script:readiness``)."""
+        task_id = self._new_action(label or name)
         self._append(EventType.TASK_SCHEDULED, task_id, Name=name, Version="")
         return task_id
 
     def timer_created(self, fire_at: datetime) -> int:
         """A timer (alone, or with an external event in a WhenAny: still one action); returns its id."""
-        task_id = self._new_action()
+        task_id = self._new_action("timer", fire_at)
         self._append(EventType.TIMER_CREATED, task_id, FireAt=format_time(fire_at))
+        return task_id
+
+    def sub_orchestration_created(self, name: str) -> int:
+        task_id = self._new_action(name)
+        self._append(EventType.SUB_ORCHESTRATION_INSTANCE_CREATED, task_id, Name=name, Version="")
         return task_id
 
     # --- what came back (each in a new episode) ------------------------------------------------------
 
-    def completed(self, task_id: int, result: Any, *, took: timedelta = STEP) -> History:
-        """TaskCompleted with ``result`` encoded as the SDK's activity converter encodes it."""
+    def completed(self, task_id: int, result: Any, *, took: timedelta = STEP,
+                  kind: EventType = EventType.TASK_COMPLETED) -> History:
+        """TaskCompleted (or ``kind``) with ``result`` encoded as the SDK's activity converter encodes it."""
         self._episode(self.now + took)
-        self._append(EventType.TASK_COMPLETED, TaskScheduledId=task_id, Result=df_dumps(result))
+        self._append(kind, TaskScheduledId=task_id, Result=df_dumps(result))
         return self
 
-    def failed(self, task_id: int, reason: str, *, took: timedelta = STEP) -> History:
+    def failed(self, task_id: int, reason: str, *, took: timedelta = STEP,
+               kind: EventType = EventType.TASK_FAILED) -> History:
         self._episode(self.now + took)
-        self._append(EventType.TASK_FAILED, TaskScheduledId=task_id, Reason=reason, Details=f"{reason} (details)")
+        self._append(kind, TaskScheduledId=task_id, Reason=reason, Details=f"{reason} (details)")
         return self
 
     def fired(self, timer_id: int, fire_at: datetime) -> History:
@@ -142,14 +166,36 @@ class History:
 
     # --- the usual pairs -------------------------------------------------------------------------------
 
-    def activity(self, name: str, result: Any, *, took: timedelta = STEP) -> History:
-        return self.completed(self.scheduled(name), result, took=took)
+    def activity(self, name: str, result: Any, *, label: str | None = None, took: timedelta = STEP) -> History:
+        return self.completed(self.scheduled(name, label), result, took=took)
 
-    def activity_fails(self, name: str, reason: str) -> History:
-        return self.failed(self.scheduled(name), reason)
+    def activity_fails(self, name: str, reason: str, *, label: str | None = None) -> History:
+        return self.failed(self.scheduled(name, label), reason)
+
+    def activity_fails_every_retry(self, name: str, reason: str, *, attempts: int, interval: timedelta) -> History:
+        """An activity called with retry failing all ``attempts``: after each failure the retry timer fires (the
+        SDK waits for one after the last failure too) and the task is scheduled again, under new ids."""
+        task_id = self.scheduled(name)
+        for attempt in range(attempts):
+            self.failed(task_id, reason)
+            timer_id = self._task_id()
+            self._append(EventType.TIMER_CREATED, timer_id, FireAt=format_time(self.now + interval))
+            self.fired(timer_id, self.now + interval)
+            if attempt < attempts - 1:
+                task_id = self._task_id()
+                self._append(EventType.TASK_SCHEDULED, task_id, Name=name, Version="")
+        return self
 
     def timer(self, fire_at: datetime) -> History:
         return self.fired(self.timer_created(fire_at), fire_at)
+
+    def sub_orchestration(self, name: str, result: Any = None) -> History:
+        return self.completed(self.sub_orchestration_created(name), result,
+                              kind=EventType.SUB_ORCHESTRATION_INSTANCE_COMPLETED)
+
+    def sub_orchestration_fails(self, name: str, reason: str) -> History:
+        return self.failed(self.sub_orchestration_created(name), reason,
+                           kind=EventType.SUB_ORCHESTRATION_INSTANCE_FAILED)
 
     # --- running it ------------------------------------------------------------------------------------
 
@@ -160,7 +206,8 @@ class History:
         })
 
     def replay(self) -> State:
-        """The orchestrator's state after this history (also when the orchestrator raised)."""
+        """The orchestrator's state after this history (also when the orchestrator raised); first checks that
+        the orchestrator took the actions the history holds, in order (labels and timers' fire times)."""
         handle = registered_orchestrator(self.orchestrator)
         try:
             text = handle(self.context_json())
@@ -169,18 +216,28 @@ class History:
             if OUT_OF_PROC not in message:
                 raise
             text = message.split(OUT_OF_PROC, 1)[1]
-        return State(json.loads(text), self.actions)
+        state = State(json.loads(text), self.actions)
+        taken = [(step.label, step.fire_at) for step in state.recorded_steps if not step.label.startswith("wait:")]
+        assert taken == self.expected, (
+            f"the orchestrator did not take the history's actions (error: {state.error}):\n"
+            + "\n".join(f"  took {t!s:70} history {e}" for t, e in zip_longest(taken, self.expected))
+        )
+        return state
 
 
 @dataclass(frozen=True)
 class Step:
-    """One action, readable: ``label`` is the activity name (``run_script:<script>`` for scripts),
-    ``timer`` or ``wait:<event>``; ``input`` the activity's decoded input (the envelope's data)."""
+    """One action, readable: ``label`` is the activity's (or sub-orchestrator's) name, with ``:<script>`` when
+    its input names a script, ``timer``, ``wait:<event>`` or ``continue_as_new``; ``input`` the decoded input
+    (an envelope's data); ``instance_id`` a sub-orchestration's; ``retry`` an activity's retry options, if any
+    (not compared: a test that cares asserts them)."""
 
     label: str
     input: Any = None
     fire_at: datetime | None = None
     canceled: bool = False
+    instance_id: str | None = None
+    retry: dict[str, Any] | None = field(default=None, compare=False)
 
 
 def _decode_input(text: str | None) -> Any:
@@ -198,7 +255,12 @@ def _steps(action: dict[str, Any]) -> Iterator[Step]:
     elif kind in (ActionType.CALL_ACTIVITY, ActionType.CALL_ACTIVITY_WITH_RETRY):
         data = _decode_input(action.get("input"))
         script = data.get("script") if isinstance(data, dict) else None
-        yield Step(f"{action['functionName']}:{script}" if script else action["functionName"], data)
+        label = f"{action['functionName']}:{script}" if script else action["functionName"]
+        yield Step(label, data, retry=action.get("retryOptions"))
+    elif kind == ActionType.CALL_SUB_ORCHESTRATOR:
+        yield Step(action["functionName"], _decode_input(action.get("input")), instance_id=action.get("instanceId"))
+    elif kind == ActionType.CONTINUE_AS_NEW:
+        yield Step("continue_as_new", _decode_input(action.get("input")))
     elif kind == ActionType.CREATE_TIMER:
         yield Step("timer", fire_at=parse_time(action["fireAt"]), canceled=action.get("isCanceled", False))
     elif kind == ActionType.WAIT_FOR_EXTERNAL_EVENT:
@@ -237,6 +299,11 @@ class State:
         return [step for action in self._actions for step in _steps(action)]
 
     @property
+    def recorded_steps(self) -> list[Step]:
+        """The actions the history holds (answered or not)."""
+        return [step for action in self._actions[:self.recorded] for step in _steps(action)]
+
+    @property
     def new_steps(self) -> list[Step]:
         """The actions taken after the history ends: what the orchestrator waits for next."""
         return [step for action in self._actions[self.recorded:] for step in _steps(action)]
@@ -252,3 +319,8 @@ class State:
     @property
     def timers(self) -> list[datetime]:
         return [step.fire_at for step in self.steps if step.fire_at is not None]
+
+    @property
+    def continued_with(self) -> Any:
+        """The input it continued as new with (None when it did not)."""
+        return next((step.input for step in self.new_steps if step.label == "continue_as_new"), None)

@@ -1,8 +1,13 @@
-"""Histories of the per-machine orchestrator: a ready machine, and activity results as the activities return them."""
+"""Histories of the per-machine orchestrator: a ready machine, and activity results as the activities return them.
+
+The orchestrator works in phases, one execution each (assess, then change, then enable): a history of a later
+phase starts where the one before continued as new (:meth:`MachineHistory.next_phase`), with what it carried.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from core import contracts
@@ -11,19 +16,23 @@ from core.facts import MachineFacts
 from core.policy import Policy
 from core.readiness import Readiness
 
-from .history_builder import History, State
+from .history_builder import T0, History, State
 
 SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"
 MACHINE_ID = (
     f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-hotpatch/providers/Microsoft.HybridCompute/machines/srv-01"
 )
 ARM = "https://management.azure.com"
+SECONDS = timedelta(seconds=1)
+# Run Command: the first look at a started script, then the next ones; a reboot's first check after its request.
+FIRST_LOOK, POLL, REBOOT_FIRST_CHECK = 40 * SECONDS, 20 * SECONDS, 420 * SECONDS
 
 # A ready machine: Connected Windows Server 2025 Datacenter at the October 2025 baseline, Hotpatch not enabled.
 READY_FACTS = MachineFacts(
     id=MACHINE_ID, name="srv-01", subscription_id=SUBSCRIPTION, resource_group="rg-hotpatch", status="Connected",
     os_type="windows", os_sku="Windows Server 2025 Datacenter", os_version_text="10.0.26100.6899",
     location="westeurope", hotpatch_feature_status="Disabled",
+    license_features=({"name": "Hotpatch", "subscriptionStatus": "Disabled"},),
 )
 # Its readiness script output (as the twin prints it): VSM running, the licensing override already set.
 READY = Readiness(
@@ -35,6 +44,12 @@ READY = Readiness(
 # VSM off and the licensing issue present: the reboot path (enable_vsm + licensing_workaround + one reboot).
 NEEDS_BOTH = replace(READY, vbs_status=0, vbs_configured=0, licensing_override=None, license_mutex=True)
 NEEDS_VSM = replace(READY, vbs_status=0, vbs_configured=0)
+NEEDS_WORKAROUND = replace(READY, licensing_override=None, license_mutex=True)
+
+RUNNING = ScriptResult(ScriptResult.RUNNING)
+# apply_changes' own report (the orchestrator verifies the reboot on the machine instead).
+APPLIED = ScriptResult(ScriptResult.SUCCEEDED, result={
+    "script": "apply_changes", "v": 1, "reboot_in_s": 60, "requested_at": "2025-11-03T09:02:00Z"})
 
 
 def policy(**changes: Any) -> Policy:
@@ -49,45 +64,106 @@ def readiness(**changes: Any) -> Readiness:
     return replace(READY, **changes)
 
 
-class MachineHistory(History):
-    """A ``machine_orchestrator`` history; each method is one activity the orchestrator called and its result."""
+def failed(error: str) -> ScriptResult:
+    return ScriptResult(ScriptResult.FAILED, error=error)
 
-    def __init__(self, machine_policy: Policy | None = None, rollout_id: str = "rollout-1") -> None:
-        machine_input = MachineInput(MACHINE_ID, machine_policy or policy(), rollout_id)
-        super().__init__(contracts.MACHINE_ORCHESTRATOR, machine_input.to_json())
+
+def machine_input(machine_policy: Policy | None = None, **fields: Any) -> MachineInput:
+    return MachineInput(MACHINE_ID, machine_policy or policy(), "rollout-1", **fields)
+
+
+class MachineHistory(History):
+    """A ``machine_orchestrator`` history; each method is one step the orchestrator took and its answer."""
+
+    def __init__(self, machine_policy: Policy | None = None, *, start: datetime = T0, **fields: Any) -> None:
+        """``fields``: the rest of the ``MachineInput`` (``record_under``, ``assess_only``, ``carry``)."""
+        super().__init__(contracts.MACHINE_ORCHESTRATOR, machine_input(machine_policy, **fields).to_json(),
+                         start=start)
+        self.requested_at: datetime | None = None  # when it started the apply_changes script (its first attempt)
+
+    def next_phase(self) -> MachineHistory:
+        """The next execution's history: the orchestrator must continue as new here; it starts with that input."""
+        carried = continued(self.replay())
+        return MachineHistory(carried.policy, start=self.now, record_under=carried.record_under,
+                              assess_only=carried.assess_only, carry=carried.carry)
 
     def read_machine(self, facts: MachineFacts | None = READY_FACTS, baseline: str = "on") -> MachineHistory:
         read = MachineRead(found=True, facts=facts.to_json(), baseline=baseline) if facts else MachineRead(False)
         self.activity(contracts.GET_MACHINE, read)
         return self
 
-    def run_readiness(self, report: Readiness = READY, baseline: str = "on") -> MachineHistory:
-        result = ScriptResult(ScriptResult.SUCCEEDED, result=report.to_json(), baseline=baseline)
-        self.activity(contracts.RUN_SCRIPT, result)
+    def hotpatch_status(self, status: str) -> MachineHistory:
+        """A machine read while it waits for enablement: its Hotpatch feature's status."""
+        return self.read_machine(arm_facts(hotpatch_feature_status=status))
+
+    def script(self, name: str, *reads: ScriptResult, start: ScriptResult = RUNNING,
+               timeout_s: float = 600) -> MachineHistory:
+        """One attempt of script ``name``: ``start_script`` answers ``start``; while it runs, a timer and a
+        ``read_script`` per answer in ``reads``: the first look 40 s after the start, then every 20 s (none
+        after the run's deadline, ``timeout_s`` after the start)."""
+        assert start == RUNNING or not reads, "a script that did not start is not read"
+        self.activity(contracts.START_SCRIPT, start, label=f"start_script:{name}")
+        deadline, look = self.now + timeout_s * SECONDS, FIRST_LOOK
+        for read in reads:
+            self.timer(min(self.now + look, deadline))
+            self.activity(contracts.READ_SCRIPT, read, label=f"read_script:{name}")
+            look = POLL
         return self
 
-    def run_script(self, status: str = ScriptResult.SUCCEEDED, error: str = "") -> MachineHistory:
-        """An action script's (or a failed readiness run's) result."""
-        result = {"ok": True} if status == ScriptResult.SUCCEEDED else None
-        self.activity(contracts.RUN_SCRIPT, ScriptResult(status, result=result, error=error))
+    def run_readiness(self, report: Readiness = READY, baseline: str = "on") -> MachineHistory:
+        report_json = report.to_json()
+        return self.script("readiness", ScriptResult(ScriptResult.SUCCEEDED, result=report_json, baseline=baseline))
+
+    def apply_changes(self, *reads: ScriptResult, start: ScriptResult = RUNNING) -> MachineHistory:
+        """An apply_changes attempt (its run timeout is 150 s): by default it reports at the first look."""
+        if self.requested_at is None:
+            self.requested_at = self.now
+        if start == RUNNING and not reads:
+            reads = (APPLIED,)
+        return self.script("apply_changes", *reads, start=start, timeout_s=150)
+
+    def backoff(self, seconds: float) -> MachineHistory:
+        """The timer before a failed script's next attempt."""
+        self.timer(self.now + seconds * SECONDS)
         return self
+
+    def rebooted(self, report: Readiness = READY, facts: MachineFacts = READY_FACTS) -> MachineHistory:
+        """The first check after the reboot request: the machine is back, booted after the request."""
+        assert self.requested_at is not None, "no apply_changes in this history"
+        self.timer(self.requested_at + REBOOT_FIRST_CHECK).read_machine(facts)
+        return self.run_readiness(booted(self, report))
 
     def enable_hotpatch(self) -> MachineHistory:
-        self.activity(contracts.ENABLE_HOTPATCH, {"operation": "put", "status": "Enabling"})
-        return self
-
-    def hotpatch_status(self, status: str | None) -> MachineHistory:
-        self.activity(contracts.GET_HOTPATCH_STATUS, status)
+        self.activity(contracts.ENABLE_HOTPATCH, {"operation": "patch"})
         return self
 
     def escalate(self) -> MachineHistory:
         self.activity(contracts.ESCALATE, {"webhook": "not_configured"})
         return self
 
+    def recorded(self) -> MachineHistory:
+        """The ``rollout_record`` sub-orchestration that records the outcome for the window."""
+        self.sub_orchestration(contracts.ROLLOUT_RECORD)
+        return self
+
+
+def booted(h: MachineHistory, report: Readiness = READY) -> Readiness:
+    """``report`` as the machine gives it once rebooted: its boot time is 90 s after the reboot request."""
+    assert h.requested_at is not None
+    return replace(report, last_boot=(h.requested_at + 90 * SECONDS).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+def continued(state: State) -> MachineInput:
+    """The input the orchestrator continued as new with (it must have, and taken no other step after)."""
+    assert state.error is None, state.error
+    assert state.is_done and state.new_labels == ["continue_as_new"], f"did not continue as new: {state.new_labels}"
+    return MachineInput.from_json(state.continued_with)
+
 
 def outcome(state: State) -> tuple[str, str, list[str], int]:
     """The finished orchestration's (state, reason, actions, reboots)."""
     assert state.error is None, state.error
     assert state.is_done, f"not done; waiting for {state.new_labels}"
+    assert state.continued_with is None, "it continued as new"
     row = state.output
     return row["state"], row["reason"], row["actions"], row["reboots"]

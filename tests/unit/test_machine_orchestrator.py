@@ -1,15 +1,21 @@
 """``machine_orchestrator`` (SPEC §2) replayed from hand-built histories: which activities and timers it
-schedules next, and the report row it finishes with."""
+schedules next, what it carries from one phase to the next (assess, change, enable: one execution each), and
+the report row it finishes with. Every replay also checks that the orchestrator took the history's own steps."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
 
 import pytest
 
-from core.contracts import ESCALATE, ScriptResult
+from core.contracts import ESCALATE, MachineCarry, ScriptResult
+from core.facts import MachineFacts
+from core.policy import Policy
 from core.readiness import Readiness
+from core.schedule import format_utc
 
 from .history_builder import T0, Step
 from .machine_history import (
@@ -17,16 +23,39 @@ from .machine_history import (
     MACHINE_ID,
     NEEDS_BOTH,
     NEEDS_VSM,
+    NEEDS_WORKAROUND,
+    READY,
+    READY_FACTS,
+    REBOOT_FIRST_CHECK,
+    RUNNING,
+    SECONDS,
     SUBSCRIPTION,
     MachineHistory,
     arm_facts,
+    booted,
+    continued,
+    failed,
+    machine_input,
     outcome,
     policy,
     readiness,
 )
 
-SECONDS = timedelta(seconds=1)
 HOURS = timedelta(hours=1)
+ENABLE_FIRST_LOOK, ENABLE_POLL, REBOOT_POLL = 630 * SECONDS, 120 * SECONDS, 60 * SECONDS
+ASSESSED = ["get_machine", "start_script:readiness", "timer", "read_script:readiness"]
+CALL = {"machine_id": MACHINE_ID, "arm_endpoint": ARM, "rollout_id": "rollout-1", "location": "westeurope",
+        "baselines_file": ""}
+ALL_ACTIONS = ["enable_vsm", "licensing_workaround", "reboot", "enable_hotpatch"]
+WINDOW = "run-1:w0"  # a rollout window's instance id: its records are under it
+ARM_RETRY = {"firstRetryIntervalInMilliseconds": 10_000, "maxNumberOfAttempts": 4}
+
+
+def after_assess(report: Readiness = READY, machine_policy: Policy | None = None, facts: MachineFacts = READY_FACTS,
+                 **fields) -> MachineHistory:
+    """The phase after the assessment that found ``facts`` and ``report``: change when it needs a reboot, else
+    enable."""
+    return MachineHistory(machine_policy, **fields).read_machine(facts).run_readiness(report).next_phase()
 
 
 def escalation(h: MachineHistory) -> dict:
@@ -34,18 +63,33 @@ def escalation(h: MachineHistory) -> dict:
     state = h.replay()
     assert not state.is_done
     (step,) = state.new_steps
-    assert step.label == "escalate"
+    assert (step.label, step.retry) == ("escalate", ARM_RETRY)
     return step.input
+
+
+def looks_until(h: MachineHistory, deadline: datetime, first: datetime, every: timedelta,
+                look: Callable[[], object]) -> list[datetime]:
+    """Poll timers (``first``, then ``every`` after each read, none past ``deadline``) each followed by ``look``,
+    until the deadline; their fire times."""
+    looks = [first]
+    h.timer(first)
+    look()
+    while h.now < deadline:
+        looks.append(min(h.now + every, deadline))
+        h.timer(looks[-1])
+        look()
+    return looks
 
 
 # --- checks 1-8 --------------------------------------------------------------------------------------
 
 
 def test_exclusion_tag_settles_from_the_arm_resource_alone_before_any_other_check():
-    h = MachineHistory().read_machine(arm_facts(tags={"HotPatch": "EXCLUDE"}, status="Disconnected"))
+    h = MachineHistory().read_machine(arm_facts(tags={"HotPatch": "EXCLUDE"}, status="Disconnected"), baseline="off")
     state = h.replay()
     assert state.labels == ["get_machine"]
     assert outcome(state) == ("excluded", "tagged_exclude", [], 0)
+    assert state.output["baseline"] == "off"  # the flag of the ARM read: there is no readiness
     assert state.custom_status["step"] == "done"
 
 
@@ -78,37 +122,54 @@ def test_a_deleted_machine_is_skipped_without_a_run_command():
     assert outcome(state) == ("skipped_disconnected", "machine_not_found", [], 0)
 
 
-def test_readiness_runs_after_the_arm_checks_on_the_machine_read_from_arm():
+def test_readiness_is_started_then_read_40_s_after_the_start_then_every_20_s():
     h = MachineHistory().read_machine()
     state = h.replay()
-    (step,) = state.new_steps
-    assert step.label == "run_script:readiness"
-    assert step.input["machine"] == {
-        "machine_id": MACHINE_ID, "arm_endpoint": ARM, "rollout_id": "rollout-1", "location": "westeurope",
-        "baselines_file": "",
-    }
-    assert step.input["run_name"] == "hotpatch-readiness-20251103090030-1"
-    assert step.input["parameters"] == {"RequestId": step.input["run_name"]}
-    assert step.input["timeout_s"] == 600
+    (start,) = state.new_steps
+    assert start == Step("start_script:readiness", {
+        "machine": CALL, "script": "readiness", "run_name": "hotpatch-readiness",
+        "request_id": "hotpatch-readiness-20251103090030-1",
+        "parameters": {"RequestId": "hotpatch-readiness-20251103090030-1"}, "timeout_s": 600,
+    })
     assert state.custom_status["step"] == "checking_readiness"
+    state = h.script("readiness", RUNNING, RUNNING).replay()  # started at 09:01:00; each read takes 30 s
+    assert state.timers == [T0 + 100 * SECONDS, T0 + 150 * SECONDS, T0 + 200 * SECONDS]
+    assert [step.input for step in state.steps if step.label == "read_script:readiness"] == [start.input] * 2
 
 
 @pytest.mark.parametrize("changes", [{"firmware": "Legacy", "secure_boot": False}, {"secure_boot": False}],
                          ids=["legacy-bios", "secure-boot-off"])
 def test_readiness_without_uefi_secure_boot_is_ineligible_vbs_hardware(changes):
     state = MachineHistory().read_machine().run_readiness(readiness(**changes)).replay()
-    assert state.labels == ["get_machine", "run_script:readiness"]
+    assert state.labels == ASSESSED
     assert outcome(state) == ("ineligible", "vbs_hardware", [], 0)
 
 
-# --- dry run and machines needing nothing ------------------------------------------------------------
+def test_a_script_still_running_at_its_run_timeout_is_lost_and_tried_again_under_its_one_run_name():
+    h = MachineHistory(policy(run_command_timeout=90)).read_machine()
+    h.script("readiness", RUNNING, RUNNING, timeout_s=90)  # started at 09:01:00: its deadline is 09:02:30
+    state = h.replay()
+    assert state.timers == [T0 + 100 * SECONDS, T0 + 150 * SECONDS, T0 + 210 * SECONDS]  # the look capped at 150
+    assert state.new_steps == [Step("timer", fire_at=h.now + 30 * SECONDS)]  # lost at 180: the backoff
+    (again,) = h.backoff(30).replay().new_steps
+    assert (again.label, again.input["run_name"]) == ("start_script:readiness", "hotpatch-readiness")
+    assert again.input["request_id"] == again.input["parameters"]["RequestId"] == "hotpatch-readiness-20251103090330-2"
+
+
+def test_an_unexpected_payload_is_reported_escalated_orchestration_failed():
+    h = MachineHistory().read_machine().script("readiness", ScriptResult(ScriptResult.SUCCEEDED, result={"build": 1}))
+    sent = escalation(h)
+    assert sent["reason"] == "orchestration_failed" and sent["detail"].startswith("unexpected error: ")
+    assert outcome(h.escalate().replay()) == ("escalated", "orchestration_failed", [], 0)
+
+
+# --- dry run, assess only, machines needing nothing ----------------------------------------------------
 
 
 def test_dry_run_plans_every_action_and_changes_nothing():
     state = MachineHistory(policy(dry_run=True)).read_machine().run_readiness(NEEDS_BOTH).replay()
-    assert state.labels == ["get_machine", "run_script:readiness"]
-    assert outcome(state) == ("planned", "dry_run", ["enable_vsm", "licensing_workaround", "reboot",
-                                                      "enable_hotpatch"], 0)
+    assert state.labels == ASSESSED
+    assert outcome(state) == ("planned", "dry_run", ALL_ACTIONS, 0)
     assert state.output["detail"] == ""
 
 
@@ -116,162 +177,250 @@ def test_dry_run_under_reboot_policy_never_says_the_machine_would_escalate():
     h = MachineHistory(policy(dry_run=True, reboot_policy="never")).read_machine().run_readiness(NEEDS_VSM)
     state = h.replay()
     assert outcome(state) == ("planned", "dry_run", ["enable_vsm", "reboot", "enable_hotpatch"], 0)
-    assert "reboot_required" in state.output["detail"]
+    assert state.output["detail"] == "reboot policy 'never' would escalate this machine (reboot_required)"
 
 
 def test_already_enabled_machine_is_reported_without_any_change():
     state = MachineHistory().read_machine(arm_facts(hotpatch_feature_status="Enabled")).run_readiness().replay()
-    assert state.labels == ["get_machine", "run_script:readiness"]
+    assert state.labels == ASSESSED
     assert outcome(state) == ("hotpatch_enabled", "already_enabled", [], 0)
     assert state.output == {
         "id": MACHINE_ID, "subscription_id": SUBSCRIPTION, "name": "srv-01", "state": "hotpatch_enabled",
         "reason": "already_enabled", "actions": [], "reboots": 0, "os_version": "10.0.26100.6899",
-        "baseline": "on", "detail": "",
+        "baseline": "on", "detail": "", "started_at": "2025-11-03T09:00:00Z", "finished_at": "2025-11-03T09:02:10Z",
     }
+
+
+@pytest.mark.parametrize(
+    ("facts", "report", "expected"),
+    [
+        (READY_FACTS, NEEDS_BOTH, ("planned", "awaiting_wave", ALL_ACTIONS, 0)),
+        (READY_FACTS, READY, ("planned", "awaiting_wave", ["enable_hotpatch"], 0)),
+        (arm_facts(hotpatch_feature_status="Enabled"), READY, ("hotpatch_enabled", "already_enabled", [], 0)),
+    ],
+    ids=["needs-reboot", "needs-enable", "needs-nothing"],
+)
+def test_assess_only_ends_after_the_assessment_without_any_change(facts, report, expected):
+    state = MachineHistory(assess_only=True).read_machine(facts).run_readiness(report).replay()
+    assert state.labels == ASSESSED
+    assert outcome(state) == expected
+    assert state.output["detail"] == ("assessed: waits for its wave" if expected[0] == "planned" else "")
+
+
+# --- the phases -----------------------------------------------------------------------------------------
+
+
+def test_a_machine_needing_a_reboot_continues_into_change_with_its_facts_readiness_and_plan():
+    carried = continued(MachineHistory(record_under=WINDOW).read_machine().run_readiness(NEEDS_BOTH).replay())
+    assert replace(carried, carry=None) == machine_input(record_under=WINDOW)  # no record at a phase's end
+    assert carried.carry == MachineCarry(
+        phase="change", plan={"enable_vsm": True, "licensing_workaround": True, "enable_hotpatch": True},
+        facts=READY_FACTS.to_json(), readiness=NEEDS_BOTH.to_json(), baseline="on", actions=[], reboots=0,
+        member=True, workaround_done=False, run_seq=1, started_at="2025-11-03T09:00:00Z",
+    )
+
+
+def test_a_ready_machine_continues_into_enable_without_a_change_phase():
+    carried = continued(MachineHistory().read_machine().run_readiness(baseline="off").replay())
+    assert carried.carry == MachineCarry(
+        phase="enable", plan={"enable_vsm": False, "licensing_workaround": False, "enable_hotpatch": True},
+        facts=READY_FACTS.to_json(), readiness=READY.to_json(), baseline="off", member=True, run_seq=1,
+        started_at="2025-11-03T09:00:00Z",
+    )
+
+
+def test_change_continues_into_enable_with_the_facts_and_readiness_read_after_the_reboot_and_its_actions():
+    h = after_assess(NEEDS_BOTH)
+    fresh = arm_facts(license_features=(), license_in_use=False)  # e.g. the license profile is gone
+    h.apply_changes().rebooted(facts=fresh)
+    carried = continued(h.replay())
+    assert carried.carry == MachineCarry(
+        phase="enable", plan={"enable_vsm": True, "licensing_workaround": True, "enable_hotpatch": True},
+        facts=fresh.to_json(), readiness=booted(h).to_json(), baseline="on",
+        actions=["enable_vsm", "licensing_workaround", "reboot"], reboots=1, member=True, workaround_done=True,
+        run_seq=3, started_at="2025-11-03T09:00:00Z",
+    )
+    h = h.next_phase()
+    (enable,) = h.replay().new_steps
+    assert enable.input == {"machine": CALL, "features": [], "create": True}
+    state = h.enable_hotpatch().timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Enabled").replay()
+    assert outcome(state) == ("hotpatch_enabled", "enabled", ALL_ACTIONS, 1)
+    # The row's times span the whole machine, not only its last phase.
+    assert state.output["started_at"] == "2025-11-03T09:00:00Z"
+    assert state.output["finished_at"] == format_utc(h.now)
 
 
 # --- enabling ------------------------------------------------------------------------------------------
 
 
-def test_a_ready_machine_is_enabled_then_polled_first_at_8_minutes_then_every_poll_interval():
-    h = MachineHistory().read_machine().run_readiness()
+def test_a_ready_machine_is_enabled_then_read_first_after_10_5_minutes_then_every_poll_interval():
+    h = after_assess()
     assert h.replay().new_labels == ["enable_hotpatch"]
     h.enable_hotpatch()
-    first_look = h.now + 480 * SECONDS
     state = h.replay()
-    assert state.new_steps == [Step("timer", fire_at=first_look)]
+    assert state.new_steps == [Step("timer", fire_at=h.now + ENABLE_FIRST_LOOK)]
     assert state.custom_status["step"] == "waiting_for_enablement"
-    h.timer(first_look).hotpatch_status("Enabling")
-    second_look = h.now + 120 * SECONDS
-    assert h.replay().new_steps == [Step("timer", fire_at=second_look)]
-    state = h.timer(second_look).hotpatch_status("Enabled").replay()
-    assert state.labels == ["get_machine", "run_script:readiness", "enable_hotpatch", "timer", "get_hotpatch_status",
-                            "timer", "get_hotpatch_status"]
+    h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Enabling")
+    assert h.replay().new_steps == [Step("timer", fire_at=h.now + ENABLE_POLL)]
+    state = h.timer(h.now + ENABLE_POLL).hotpatch_status("Enabled").replay()
+    assert state.labels == ["enable_hotpatch", "timer", "get_machine", "timer", "get_machine"]
     assert outcome(state) == ("hotpatch_enabled", "enabled", ["enable_hotpatch"], 0)
 
 
+@pytest.mark.parametrize(
+    ("facts", "create"),
+    [(READY_FACTS, False), (arm_facts(license_features=(), license_in_use=True), False),
+     (arm_facts(license_features=(), license_in_use=False), True)],
+    ids=["features", "esu-only", "nothing-in-use"],
+)
+def test_enable_hotpatch_merges_into_the_license_profile_unless_nothing_in_it_is_in_use(facts, create):
+    (enable,) = after_assess(facts=facts).replay().new_steps
+    assert enable == Step("enable_hotpatch", {
+        "machine": CALL, "features": [dict(f) for f in facts.license_features], "create": create})
+    assert enable.retry == ARM_RETRY
+
+
 def test_enablement_failed_escalates_enable_failed_through_the_escalate_activity():
-    h = MachineHistory().read_machine().run_readiness().enable_hotpatch()
-    h.timer(h.now + 480 * SECONDS).hotpatch_status("Failed")
+    h = after_assess().enable_hotpatch()
+    h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Failed")
     sent = escalation(h)
     assert (sent["reason"], sent["actions"], sent["name"]) == ("enable_failed", ["enable_hotpatch"], "srv-01")
-    assert sent["machine"]["machine_id"] == MACHINE_ID
+    assert (sent["machine"], sent["detail"]) == (CALL, "the Hotpatch feature reported Failed")
     assert outcome(h.escalate().replay()) == ("escalated", "enable_failed", ["enable_hotpatch"], 0)
 
 
+def stuck_enabling(h: MachineHistory) -> list[datetime]:
+    """Enablement still ``Enabling`` at every look until the enable timeout (900 s); the looks."""
+    h.enable_hotpatch()
+    return looks_until(h, h.now + 900 * SECONDS, h.now + ENABLE_FIRST_LOOK, ENABLE_POLL,
+                       lambda: h.hotpatch_status("Enabling"))
+
+
 def test_enablement_still_enabling_at_the_enable_timeout_escalates_enable_stuck():
-    h = MachineHistory(policy(enable_timeout=900)).read_machine().run_readiness().enable_hotpatch()
-    deadline = h.now + 900 * SECONDS
-    looks = [h.now + 480 * SECONDS]
-    h.timer(looks[-1]).hotpatch_status("Enabling")
-    while h.now < deadline:
-        looks.append(min(h.now + 120 * SECONDS, deadline))
-        h.timer(looks[-1]).hotpatch_status("Enabling")
-    assert looks[-1] == deadline and len(looks) == 4  # the last timer stops at the deadline
+    h = after_assess(machine_policy=policy(enable_timeout=900))
+    enabled_at = h.now + 30 * SECONDS
+    looks = stuck_enabling(h)
+    assert looks == [enabled_at + 630 * SECONDS, enabled_at + 780 * SECONDS, enabled_at + 900 * SECONDS]
     assert h.replay().timers == looks
-    assert escalation(h)["reason"] == "enable_stuck"
+    assert escalation(h)["detail"] == "still Enabling after 15 min: see the agent troubleshooting guide"
     assert outcome(h.escalate().replay()) == ("escalated", "enable_stuck", ["enable_hotpatch"], 0)
 
 
-# --- the reboot path -----------------------------------------------------------------------------------
+def test_reactive_mode_applies_the_workaround_and_its_reboot_only_once_enablement_is_stuck():
+    h = after_assess(NEEDS_WORKAROUND, policy(workaround_mode="reactive", enable_timeout=900))
+    stuck_enabling(h)
+    carried = continued(h.replay())
+    assert (carried.carry.phase, carried.carry.actions) == ("reactive", ["enable_hotpatch"])
+    h = h.next_phase()
+    assert h.replay().new_labels == ["start_script:apply_changes"]
+    state = h.apply_changes().rebooted().replay()
+    assert [step.input["parameters"] for step in state.steps if step.label == "start_script:apply_changes"] == [
+        {"RequestId": f"hotpatch-apply-changes-{h.requested_at:%Y%m%d%H%M%S}-2", "EnableVsm": 0, "ApplyWorkaround": 1,
+         "RebootDelaySeconds": 60}]
+    assert state.new_steps == [Step("timer", fire_at=h.now + ENABLE_FIRST_LOOK)]  # enable_hotpatch is not repeated
+    state = h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Enabled").replay()
+    assert outcome(state) == ("hotpatch_enabled", "enabled", ["enable_hotpatch", "licensing_workaround", "reboot"], 1)
 
 
-def booted(h: MachineHistory, **changes) -> Readiness:
-    """Readiness as the machine reports it once it has rebooted (boot time after now)."""
-    return readiness(last_boot=(h.now + 10 * SECONDS).strftime("%Y-%m-%dT%H:%M:%SZ"), **changes)
+# --- the change phase: apply_changes and the reboot ------------------------------------------------------
 
 
-def rebooted(h: MachineHistory, **changes) -> MachineHistory:
-    """The change script, the reboot script (its result lost), the first reboot check: the machine is back."""
-    h.run_script().run_script(ScriptResult.LOST)
-    return h.timer(h.now + 240 * SECONDS).read_machine().run_readiness(booted(h, **changes))
-
-
-def test_reboot_path_changes_then_reboots_once_then_verifies_before_enabling():
-    h = MachineHistory().read_machine().run_readiness(NEEDS_BOTH)
-    assert h.replay().new_labels == ["run_script:enable_vsm"]
-    h.run_script()
-    requested_at = h.now
-    (workaround,) = h.replay().new_steps
-    assert workaround.label == "run_script:licensing_workaround"
-    assert workaround.input["parameters"]["RebootDelaySeconds"] == 60
-    assert workaround.input["timeout_s"] == 150  # it stops himds: its result may never come back
-
-    h.run_script(ScriptResult.LOST)
-    first_look = h.now + 240 * SECONDS
+@pytest.mark.parametrize(
+    ("report", "enable_vsm", "workaround", "actions"),
+    [(NEEDS_BOTH, 1, 1, ["enable_vsm", "licensing_workaround", "reboot"]),
+     (NEEDS_VSM, 1, 0, ["enable_vsm", "reboot"]), (NEEDS_WORKAROUND, 0, 1, ["licensing_workaround", "reboot"])],
+    ids=["both", "vsm", "workaround"],
+)
+def test_one_apply_changes_run_makes_every_change_that_needs_the_reboot_and_schedules_it(
+        report, enable_vsm, workaround, actions):
+    h = after_assess(report)
     state = h.replay()
-    assert state.new_steps == [Step("timer", fire_at=first_look)]
+    request_id = f"hotpatch-apply-changes-{h.now:%Y%m%d%H%M%S}-2"
+    assert state.new_steps == [Step("start_script:apply_changes", {
+        "machine": CALL, "script": "apply_changes", "run_name": "hotpatch-apply-changes", "request_id": request_id,
+        "parameters": {"RequestId": request_id, "EnableVsm": enable_vsm, "ApplyWorkaround": workaround,
+                       "RebootDelaySeconds": 60},
+        "timeout_s": 150,  # it stops himds or reboots: its result may never come back
+    })]
+    assert state.custom_status["step"] == "applying_changes"
+    state = h.apply_changes().replay()
+    assert state.labels == ["start_script:apply_changes", "timer", "read_script:apply_changes", "timer"]
+    assert state.custom_status["actions"] == actions
+
+
+def test_the_reboot_is_verified_from_fresh_facts_and_readiness_before_enabling():
+    h = after_assess(NEEDS_BOTH).apply_changes()
+    state = h.replay()
+    assert state.new_steps == [Step("timer", fire_at=h.requested_at + REBOOT_FIRST_CHECK)]
     assert state.custom_status["step"] == "waiting_for_reboot"
-    assert state.custom_status["requested_at"] == requested_at.isoformat()
-    assert state.custom_status["actions"] == ["enable_vsm", "licensing_workaround", "reboot"]
-
-    h.timer(first_look)
-    assert h.replay().new_labels == ["get_machine"]  # verified from fresh facts, not from the lost result
+    assert state.custom_status["requested_at"] == h.requested_at.isoformat()
+    h.timer(h.requested_at + REBOOT_FIRST_CHECK)
+    assert h.replay().new_labels == ["get_machine"]  # verified on the machine, not from the script's report
     h.read_machine()
-    (check,) = h.replay().new_steps
-    assert check.label == "run_script:readiness"
-    h.run_readiness(booted(h))
-    assert h.replay().new_labels == ["enable_hotpatch"]
+    assert h.replay().new_labels == ["start_script:readiness"]
+    h = h.run_readiness(booted(h)).next_phase().enable_hotpatch()
+    state = h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Enabled").replay()
+    assert state.labels == ["enable_hotpatch", "timer", "get_machine"]
+    assert outcome(state) == ("hotpatch_enabled", "enabled", ALL_ACTIONS, 1)
 
-    h.enable_hotpatch()
-    h.timer(h.now + 480 * SECONDS).hotpatch_status("Enabled")
+
+def test_an_apply_changes_result_that_never_comes_back_is_lost_and_the_reboot_wait_starts():
+    h = after_assess(NEEDS_BOTH).apply_changes(RUNNING)  # still running at its first look: read once only
     state = h.replay()
-    assert state.labels == [
-        "get_machine", "run_script:readiness", "run_script:enable_vsm", "run_script:licensing_workaround", "timer",
-        "get_machine", "run_script:readiness", "enable_hotpatch", "timer", "get_hotpatch_status",
-    ]
-    assert outcome(state) == ("hotpatch_enabled", "enabled",
-                              ["enable_vsm", "licensing_workaround", "reboot", "enable_hotpatch"], 1)
+    assert state.new_steps == [Step("timer", fire_at=h.requested_at + REBOOT_FIRST_CHECK)]
+    assert state.custom_status["actions"] == ["enable_vsm", "licensing_workaround", "reboot"]
+    carried = continued(h.rebooted().replay())
+    assert (carried.carry.phase, carried.carry.reboots) == ("enable", 1)
 
 
-def test_reboot_wait_keeps_polling_while_the_boot_time_is_from_before_the_request():
-    h = MachineHistory().read_machine().run_readiness(NEEDS_BOTH).run_script().run_script(ScriptResult.LOST)
-    h.timer(h.now + 240 * SECONDS).read_machine().run_readiness(readiness(last_boot="2025-11-01T04:00:00Z"))
-    poll = h.now + 60 * SECONDS
-    assert h.replay().new_steps == [Step("timer", fire_at=poll)]
-    h.timer(poll).read_machine(arm_facts(status="Disconnected"))
-    assert h.replay().new_steps == [Step("timer", fire_at=h.now + 60 * SECONDS)]
+def test_the_reboot_wait_keeps_polling_while_the_boot_time_is_from_before_the_request():
+    h = after_assess(NEEDS_BOTH).apply_changes()
+    h.timer(h.requested_at + REBOOT_FIRST_CHECK).read_machine().run_readiness(readiness(last_boot=READY.last_boot))
+    assert h.replay().new_steps == [Step("timer", fire_at=h.now + REBOOT_POLL)]
+    h.timer(h.now + REBOOT_POLL).read_machine(arm_facts(status="Disconnected"))  # no readiness run then
+    assert h.replay().new_steps == [Step("timer", fire_at=h.now + REBOOT_POLL)]
+    h.timer(h.now + REBOOT_POLL).read_machine().run_readiness(booted(h))
+    assert continued(h.replay()).carry.readiness == booted(h).to_json()
 
 
 def test_machine_not_back_by_the_reboot_timeout_escalates_reboot_timeout():
-    h = MachineHistory(policy(reboot_timeout=600)).read_machine().run_readiness(NEEDS_BOTH).run_script()
-    deadline = h.now + 600 * SECONDS
-    h.run_script(ScriptResult.LOST)
-    looks = [h.now + 240 * SECONDS]
-    h.timer(looks[-1]).read_machine(arm_facts(status="Disconnected"))
-    while h.now < deadline:
-        looks.append(min(h.now + 60 * SECONDS, deadline))
-        h.timer(looks[-1]).read_machine(arm_facts(status="Disconnected"))
-    assert h.replay().timers == looks
-    assert escalation(h)["reason"] == "reboot_timeout"
+    h = after_assess(NEEDS_BOTH, policy(reboot_timeout=600)).apply_changes()
+    requested_at = h.requested_at
+    looks = looks_until(h, requested_at + 600 * SECONDS, requested_at + REBOOT_FIRST_CHECK, REBOOT_POLL,
+                        lambda: h.read_machine(arm_facts(status="Disconnected")))
+    assert looks == [requested_at + s * SECONDS for s in (420, 510, 600)]
+    sent = escalation(h)
+    assert (sent["reason"], sent["actions"]) == ("reboot_timeout", ["enable_vsm", "licensing_workaround", "reboot"])
     assert outcome(h.escalate().replay()) == ("escalated", "reboot_timeout",
                                               ["enable_vsm", "licensing_workaround", "reboot"], 1)
 
 
 def test_vsm_still_off_after_the_reboot_escalates_vsm_not_running_without_enabling():
-    h = rebooted(MachineHistory().read_machine().run_readiness(NEEDS_VSM), vbs_status=0)
+    h = after_assess(NEEDS_VSM).apply_changes().rebooted(readiness(vbs_status=0))
     assert escalation(h)["reason"] == "vsm_not_running"
     state = h.escalate().replay()
-    assert state.labels == ["get_machine", "run_script:readiness", "run_script:enable_vsm", "run_script:reboot",
-                            "timer", "get_machine", "run_script:readiness", "escalate"]
+    assert state.labels == ["start_script:apply_changes", "timer", "read_script:apply_changes", "timer",
+                            "get_machine", *ASSESSED[1:], "escalate"]
     assert outcome(state) == ("escalated", "vsm_not_running", ["enable_vsm", "reboot"], 1)
 
 
 def test_reboot_policy_never_escalates_reboot_required_before_any_script():
-    h = MachineHistory(policy(reboot_policy="never")).read_machine().run_readiness(NEEDS_VSM)
-    assert escalation(h)["reason"] == "reboot_required"
+    h = after_assess(NEEDS_VSM, policy(reboot_policy="never"))
+    assert escalation(h)["detail"] == "reboot policy 'never': no change was made"
     state = h.escalate().replay()
-    assert state.labels == ["get_machine", "run_script:readiness", "escalate"]
+    assert state.labels == ["escalate"]
     assert outcome(state) == ("escalated", "reboot_required", [], 0)
 
 
 def test_window_policy_waits_for_the_next_maintenance_window_before_any_change():
-    h = MachineHistory(policy(reboot_policy="window")).read_machine().run_readiness(NEEDS_VSM)
+    h = after_assess(NEEDS_VSM, policy(reboot_policy="window"))
     sunday_2am = T0.replace(day=9, hour=2, minute=0)  # the default window: Sun 02:00-06:00 UTC
     state = h.replay()
     assert state.new_steps == [Step("timer", fire_at=sunday_2am)]
     assert state.custom_status["step"] == "waiting_for_window"
-    assert h.timer(sunday_2am).replay().new_labels == ["run_script:enable_vsm"]
+    (start,) = h.timer(sunday_2am).replay().new_steps
+    assert (start.label, start.input["request_id"]) == ("start_script:apply_changes",
+                                                        "hotpatch-apply-changes-20251109020000-2")
 
 
 # --- reboot approval -------------------------------------------------------------------------------------
@@ -279,12 +428,12 @@ def test_window_policy_waits_for_the_next_maintenance_window_before_any_change()
 
 def awaiting_approval() -> tuple[MachineHistory, int]:
     """A machine needing VSM under reboot policy ``approval``, waiting; and the approval timeout's timer id."""
-    h = MachineHistory(policy(reboot_policy="approval")).read_machine().run_readiness(NEEDS_VSM)
+    h = after_assess(NEEDS_VSM, policy(reboot_policy="approval"))
     return h, h.timer_created(h.now + 24 * HOURS)
 
 
 def test_approval_policy_waits_for_the_reboot_approved_event_or_a_timeout():
-    h = MachineHistory(policy(reboot_policy="approval")).read_machine().run_readiness(NEEDS_VSM)
+    h = after_assess(NEEDS_VSM, policy(reboot_policy="approval"))
     state = h.replay()
     assert state.new_steps == [Step("wait:RebootApproved"), Step("timer", fire_at=h.now + 24 * HOURS)]
     assert state.custom_status["step"] == "awaiting_approval"
@@ -294,7 +443,7 @@ def test_approval_policy_waits_for_the_reboot_approved_event_or_a_timeout():
 def test_an_approval_cancels_the_timeout_and_starts_the_changes():
     h, _ = awaiting_approval()
     state = h.raised("RebootApproved", {"approved": True, "by": "ops"}).replay()
-    assert state.new_labels == ["run_script:enable_vsm"]
+    assert state.new_labels == ["start_script:apply_changes"]
     assert [step.canceled for step in state.steps if step.label == "timer"] == [True]
 
 
@@ -303,21 +452,25 @@ def test_no_approval_before_the_timeout_escalates_approval_timeout():
     h.fired(timer_id, h.now + 24 * HOURS)
     assert escalation(h)["reason"] == "approval_timeout"
     state = h.escalate().replay()
-    assert state.labels == ["get_machine", "run_script:readiness", "wait:RebootApproved", "timer", "escalate"]
+    assert state.labels == ["wait:RebootApproved", "timer", "escalate"]
     assert outcome(state) == ("escalated", "approval_timeout", [], 0)
 
 
 @pytest.mark.parametrize(
-    "payload",
-    [{"approved": False, "by": "alice"}, json.dumps({"approved": False, "by": "alice"})],
-    ids=["object", "double-encoded"],
+    ("payload", "by"),
+    [({"approved": False, "by": "alice"}, "alice"), (json.dumps({"approved": False, "by": "alice"}), "alice"),
+     (False, "an unreadable approval (False)"), ("false", "an unreadable approval (False)"),
+     ({"approved": "no"}, "an approver"), (0, "an unreadable approval (0)"),
+     ([True], "an unreadable approval ([True])")],
+    ids=["object", "double-encoded", "false", "false-text", "approved-text", "zero", "list"],
 )
-def test_a_rejection_escalates_reboot_required_without_any_change(payload):
+def test_a_rejection_or_an_unreadable_approval_escalates_reboot_required_without_any_change(payload, by):
     h, _ = awaiting_approval()
     h.raised("RebootApproved", payload)
-    assert escalation(h)["detail"] == "reboot rejected by alice: no change was made"
+    sent = escalation(h)
+    assert (sent["reason"], sent["detail"]) == ("reboot_required", f"reboot rejected by {by}: no change was made")
     state = h.escalate().replay()
-    assert "run_script:enable_vsm" not in state.labels
+    assert state.labels == ["wait:RebootApproved", "timer", "escalate"]
     assert outcome(state) == ("escalated", "reboot_required", [], 0)
 
 
@@ -325,60 +478,103 @@ def test_a_rejection_escalates_reboot_required_without_any_change(payload):
 
 
 @pytest.mark.parametrize(("attempts", "delays"), [(3, (30, 60)), (4, (30, 60, 120))])
-def test_run_command_failing_every_attempt_escalates_run_command_failed_after_doubling_backoff(attempts, delays):
+def test_readiness_failing_every_attempt_escalates_run_command_failed_after_doubling_backoff(attempts, delays):
     h = MachineHistory(policy(run_command_attempts=attempts)).read_machine()
     backoff = []
     for delay in delays:
-        h.run_script(ScriptResult.FAILED, error="Conflict")
+        h.script("readiness", start=failed("Conflict"))  # refused: not read
         backoff.append(h.now + delay * SECONDS)
         h.timer(backoff[-1])
-    h.run_script(ScriptResult.FAILED, error="Run Command timed out")
+    h.script("readiness", failed("Run Command timed out"))  # started, then failed
     sent = escalation(h)
     assert (sent["reason"], sent["detail"]) == ("run_command_failed", "readiness: Run Command timed out")
     state = h.escalate().replay()
-    assert state.labels == ["get_machine", *["run_script:readiness", "timer"] * len(delays), "run_script:readiness",
+    assert state.labels == ["get_machine", *["start_script:readiness", "timer"] * len(delays), *ASSESSED[1:],
                             "escalate"]
-    assert state.timers == backoff
-    run_names = [step.input["run_name"] for step in state.steps if step.label == "run_script:readiness"]
-    assert len(set(run_names)) == attempts  # a reused run name while running is a 409
+    assert state.timers[:-1] == backoff
+    starts = [step.input for step in state.steps if step.label == "start_script:readiness"]
+    assert {start["run_name"] for start in starts} == {"hotpatch-readiness"}  # one resource per script
+    assert len({start["request_id"] for start in starts}) == attempts  # each attempt tells itself apart
     assert outcome(state) == ("escalated", "run_command_failed", [], 0)
 
 
-def test_a_failed_run_script_activity_counts_as_a_failed_attempt_and_is_retried():
+def test_a_failing_script_activity_counts_as_a_failed_attempt_and_is_retried():
     h = MachineHistory().read_machine()
-    h.activity_fails("run_script", "HttpResponseError: (ResourceNotFound) gone")
+    h.activity_fails("start_script", "HttpResponseError: (TooManyRequests) throttled", label="start_script:readiness")
     assert h.replay().new_steps == [Step("timer", fire_at=h.now + 30 * SECONDS)]
-    h.timer(h.now + 30 * SECONDS)
-    assert h.replay().new_labels == ["run_script:readiness"]
+    h.backoff(30).script("readiness").timer(h.now + 40 * SECONDS)
+    h.activity_fails("read_script", "HttpResponseError: (InternalServerError)", label="read_script:readiness")
+    assert h.replay().new_steps == [Step("timer", fire_at=h.now + 60 * SECONDS)]
+    assert h.backoff(60).replay().new_labels == ["start_script:readiness"]
 
 
-def test_an_action_script_failing_three_times_escalates_before_the_reboot():
-    h = MachineHistory().read_machine().run_readiness(NEEDS_VSM).run_script(ScriptResult.FAILED, error="boom")
-    h.timer(h.now + 30 * SECONDS).run_script(ScriptResult.FAILED, error="boom")
-    h.timer(h.now + 60 * SECONDS).run_script(ScriptResult.FAILED, error="boom")
-    assert escalation(h)["detail"] == "enable_vsm failed 3 times: boom"
+def test_apply_changes_failing_three_times_escalates_before_the_reboot():
+    h = after_assess(NEEDS_VSM).apply_changes(start=failed("busy: run x still executing"))
+    h.backoff(30).apply_changes(failed("Failed, exit code 1: boom")).backoff(60).apply_changes(start=failed("boom"))
+    assert escalation(h)["detail"] == "apply_changes failed 3 times: boom"  # and no reboot wait
     assert outcome(h.escalate().replay()) == ("escalated", "run_command_failed", [], 0)
 
 
-@pytest.mark.parametrize("payload", [False, "false", {"approved": "no"}, 0, [True]],
-                         ids=["false", "false-text", "approved-text", "zero", "list"])
-def test_an_unreadable_approval_is_a_rejection_never_a_reboot(payload):
-    h, _ = awaiting_approval()
-    h.raised("RebootApproved", payload)
-    sent = escalation(h)
-    assert sent["reason"] == "reboot_required" and sent["detail"].endswith("no change was made")
-    state = h.escalate().replay()
-    assert "run_script:enable_vsm" not in state.labels
-    assert outcome(state) == ("escalated", "reboot_required", [], 0)
-
-
 def test_a_failing_escalation_still_reports_the_machine():
-    h = MachineHistory().read_machine().run_readiness().enable_hotpatch()
-    h.timer(h.now + 480 * SECONDS).hotpatch_status("Failed")
-    for _ in range(4):  # ARM_RETRY: four attempts, a retry timer after each failure
-        task_id = h.scheduled(ESCALATE)
-        h.failed(task_id, "escalate failed: webhook store down")
-        h.timer(h.now + 10 * SECONDS)
+    h = after_assess().enable_hotpatch()
+    h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Failed")
+    h.activity_fails_every_retry(ESCALATE, "webhook store down", attempts=4, interval=10 * SECONDS)  # ARM_RETRY
     state = h.replay()
     assert outcome(state) == ("escalated", "enable_failed", ["enable_hotpatch"], 0)
-    assert "escalation failed" in state.output["detail"]
+    assert state.output["detail"].startswith("the Hotpatch feature reported Failed (escalation failed: webhook store")
+
+
+# --- the outcome record for a rollout window ------------------------------------------------------------
+
+
+def test_with_record_under_the_outcome_is_recorded_for_the_window_before_completing():
+    h = MachineHistory(record_under=WINDOW).read_machine(arm_facts(hotpatch_feature_status="Enabled"))
+    state = h.run_readiness().replay()
+    assert not state.is_done
+    (record,) = state.new_steps
+    assert (record.label, record.instance_id) == ("rollout_record", f"{WINDOW}:d:unit")
+    state = h.recorded().replay()
+    assert outcome(state) == ("hotpatch_enabled", "already_enabled", [], 0)
+    assert record.input == {"instance_id": "unit", "machine_id": MACHINE_ID, "row": state.output, "member": False,
+                            "queued": False, "assess_only": False}
+
+
+def test_an_escalated_machine_is_recorded_after_its_escalation_as_a_member_of_its_wave():
+    h = after_assess(NEEDS_VSM, policy(reboot_policy="never"), record_under=WINDOW).escalate()
+    (record,) = h.replay().new_steps
+    assert (record.label, record.instance_id) == ("rollout_record", f"{WINDOW}:d:unit")
+    assert (record.input["row"]["reason"], record.input["member"]) == ("reboot_required", True)
+    assert outcome(h.recorded().replay()) == ("escalated", "reboot_required", [], 0)
+
+
+def test_an_assessed_machine_waiting_for_its_wave_is_recorded_as_queued():
+    h = MachineHistory(record_under=WINDOW, assess_only=True).read_machine().run_readiness(NEEDS_VSM)
+    (record,) = h.replay().new_steps
+    assert record.instance_id == f"{WINDOW}:q:unit"
+    assert {key: record.input[key] for key in ("member", "queued", "assess_only")} == {
+        "member": True, "queued": True, "assess_only": True}
+    assert outcome(h.recorded().replay()) == ("planned", "awaiting_wave", ["enable_vsm", "reboot", "enable_hotpatch"],
+                                              0)
+
+
+def test_an_outcome_recorded_before_does_not_fail_the_machine():
+    h = MachineHistory(record_under=WINDOW).read_machine(arm_facts(status="Disconnected"))
+    state = h.sub_orchestration_fails("rollout_record", "an instance with this id exists").replay()
+    assert outcome(state) == ("skipped_disconnected", "agent_disconnected", [], 0)
+
+
+def test_the_reboot_is_timed_from_the_apply_changes_attempt_that_scheduled_it():
+    h = after_assess(NEEDS_BOTH).apply_changes(start=failed("busy: run x still executing")).backoff(30)
+    h.requested_at = h.now  # the second attempt: the first changed nothing
+    state = h.apply_changes().replay()
+    assert state.new_steps == [Step("timer", fire_at=h.requested_at + REBOOT_FIRST_CHECK)]
+    assert state.custom_status["requested_at"] == h.requested_at.isoformat()
+
+
+def test_readiness_in_the_reboot_wait_never_runs_past_the_reboot_deadline():
+    h = after_assess(NEEDS_BOTH, policy(reboot_timeout=600)).apply_changes()
+    deadline = h.requested_at + 600 * SECONDS
+    h.timer(h.requested_at + REBOOT_FIRST_CHECK).read_machine()
+    (start,) = h.replay().new_steps
+    assert start.label == "start_script:readiness"
+    assert start.input["timeout_s"] == (deadline - h.now).total_seconds() < 600, "the run ends at the deadline"

@@ -93,8 +93,9 @@ def test_every_spec_state_and_reason_is_covered() -> None:
 
     covered = {c[3][0] for c in CASES} | {"halted"}  # halted: tests/workflow/test_rollout.py
     assert covered == {s.value for s in FinalState}
-    # guardrail: test_rollout_simulation; orchestration_failed: test_cli_and_policies; machine_not_found: below
-    reasons = {c[3][1] for c in CASES} | {"guardrail", "orchestration_failed", "machine_not_found"}
+    # guardrail: test_rollout_simulation; orchestration_failed: test_cli_and_policies; machine_not_found: below;
+    # awaiting_wave is no final reason (tests/e2e/test_rollout_scale_and_guardrail.py: never in a report)
+    reasons = {c[3][1] for c in CASES} | {"guardrail", "orchestration_failed", "machine_not_found", "awaiting_wave"}
     assert {r.value for r in Reason} <= reasons | {"agent_disconnected"}
 
 
@@ -118,20 +119,22 @@ def test_one_reboot_when_both_vsm_and_workaround_are_needed(rig_for) -> None:
     assert row["reboots"] == 1 and after.boot_count == before + 1
     assert after.vbs_status == 2 and after.licensing_override == 1 and not after.license_mutex
     scripts = [r.script for r in after.runs]
-    assert scripts.count("reboot") == 0, "the workaround script schedules the one reboot itself"
-    assert scripts.index("enable_vsm") < scripts.index("licensing_workaround")
+    assert scripts == ["readiness", "apply_changes", "readiness"], "one script run for both changes and the reboot"
+    (apply,) = [r for r in after.runs if r.script == "apply_changes"]
+    assert (apply.parameters["EnableVsm"], apply.parameters["ApplyWorkaround"]) == ("1", "1")
 
 
 def test_lost_workaround_result_is_recovered_by_rereading_facts(rig_for) -> None:
     rig = rig_for({"m": {}})
     row = rig.run_machine("m")
     runs = rig.machine("m").runs
-    workaround = next(r for r in runs if r.script == "licensing_workaround")
+    workaround = next(r for r in runs if r.script == "apply_changes")
     assert workaround.result_lost, "stopping himds means the run never reports"
     readiness_after = [r for r in runs if r.script == "readiness" and r.created_at > workaround.created_at]
     assert readiness_after and not readiness_after[-1].result_lost
     assert row["state"] == "hotpatch_enabled"
-    assert all(r.deleted for r in runs if not r.result_lost), "finished run commands are cleaned up"
+    # One run command resource per script, re-run by PUT: nothing piles up on the machine.
+    assert sorted({r.name for r in runs}) == ["hotpatch-apply-changes", "hotpatch-readiness"]
 
 
 def test_license_writes_keep_esu_and_features_and_never_enroll_payg(rig_for) -> None:
@@ -254,10 +257,12 @@ def test_every_change_is_in_the_audit_trail(rig_for, caplog) -> None:
     records = [json.loads(r.getMessage().split(" ", 1)[1]) for r in caplog.records if r.name == "arc_hotpatch.audit"]
     machine_id = rig.twin.resource_id("m")
     assert [(r["change"], r["machine_id"], r["rollout_id"]) for r in records] == [
-        (change, machine_id, "test") for change in ("enable_vsm", "licensing_workaround", "enable_hotpatch")
+        (change, machine_id, "test") for change in ("apply_changes", "enable_hotpatch")
     ]
-    assert records[1]["outcome"] == "lost" and records[1]["parameters"]["RebootDelaySeconds"] == 60
-    patch = records[2]["body"]["properties"]["productProfile"]
+    assert records[0]["phase"] == "started"
+    assert {k: records[0]["parameters"][k] for k in ("EnableVsm", "ApplyWorkaround", "RebootDelaySeconds")} == {
+        "EnableVsm": 1, "ApplyWorkaround": 1, "RebootDelaySeconds": 60}
+    patch = records[1]["body"]["properties"]["productProfile"]
     assert "subscriptionStatus" not in patch and {"name": "Hotpatch", "subscriptionStatus": "Enable"} in patch[
         "productFeatures"]
     assert row["actions"] == ["enable_vsm", "licensing_workaround", "reboot", "enable_hotpatch"]

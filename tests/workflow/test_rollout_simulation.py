@@ -45,6 +45,10 @@ def test_chaos_faults_are_survived_with_retries() -> None:
     assert report["metrics"]["throttled_responses"] > 0, "chaos injects 429s, which the SDK retried"
     assert report["metrics"]["injected_faults"]
     assert not [r for r in report["machines"] if r["reason"] == "orchestration_failed"]
+    # Waiting belongs to the orchestrators: under 429 Retry-After and lost results, no activity holds
+    # a worker for more than 30 s of (virtual) time.
+    longest = report["metrics"]["activity_longest_s"]
+    assert longest and max(longest.values()) <= 30, longest
 
 
 def test_same_seed_same_outcome() -> None:

@@ -96,7 +96,7 @@ class ActivityWorkers:
             for job, event in completed:
                 instance = self.store.active_execution(job.instance_id, job.execution_id)
                 if instance is not None:
-                    instance.inbox.append(Message("completion", event, job.execution_id))
+                    self.store.enqueue(instance, Message("completion", event, job.execution_id))
             return bool(completed)
 
     @property
@@ -128,11 +128,15 @@ class ActivityWorkers:
                 with self.sync.lock:
                     self._jobs_waiting_to_start -= 1
                     self._jobs_running += 1
+                started = self.sync.clock.now()
                 try:
                     event = self._execute(job)
                 finally:
                     with self.sync.lock:
                         self._jobs_running -= 1
+                        self.store.metrics.record_activity_duration(
+                            job.name, (self.sync.clock.now() - started).total_seconds()
+                        )
                 with self.sync.lock:
                     self._completions.append((job, event))
             self.sync.signal()  # after leaving running(), so the driver sees the clock idle

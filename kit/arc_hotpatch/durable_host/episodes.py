@@ -5,25 +5,26 @@ delivers up to 32 per poll), sends the app's orchestrator handle the context JSO
 sends (the DTFx history plus the new events), interprets the returned actions through
 ``shim.ShimReplay`` and commits the outcome: scheduling events, activity jobs, durable timers,
 sub-orchestrations, completion or failure (reported to a parent), continue-as-new, termination.
+
+The handle runs in the host's process, or in worker processes (``handle.OrchestratorProcesses``).
+With workers, a pass calls the handles of all its ready instances at once and commits them in
+instance-id order, re-running any episode whose batch an earlier commit of the pass would have
+grown: the histories are those of the in-process pass, one episode after another.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import json
-import traceback
-from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.functions._durable_functions import OrchestrationContext
-
 from . import history as h
 from .activities import ActivityJob, ActivityWorkers
 from .functions import FunctionInfo, FunctionRegistry
+from .handle import HandleOutcome, OrchestratorProcesses, call_handle
 from .history import HistoryEvent
 from .shim import ScheduledWork, ShimFailure, ShimReplay, ShimResult
 from .store import (
@@ -41,24 +42,6 @@ from .store import (
     ParentLink,
     PendingTimer,
 )
-
-
-def _memoize_sdk_timestamp_parsing() -> None:
-    """Every replay re-parses every history timestamp with dateutil (the bulk of replay time).
-
-    The strings repeat from replay to replay and datetimes are immutable, so memoizing the
-    SDK's own parser changes no result, only the cost of long-running local simulations.
-    """
-    history_event_module = importlib.import_module("azure.durable_functions.models.history.HistoryEvent")
-
-    parse = history_event_module.dt_parse
-    if not hasattr(parse, "cache_info"):
-        history_event_module.dt_parse = functools.lru_cache(maxsize=1 << 16)(parse)
-
-
-_memoize_sdk_timestamp_parsing()
-
-_OUT_OF_PROC_MARKER = "$OutOfProcData$:"
 
 # Azure Storage's timer limits, sent to the SDK so it splits long timers (replay schema V3).
 AZURE_STORAGE_MAX_SHORT_TIMER = timedelta(days=6)
@@ -107,26 +90,43 @@ class _EpisodeOutcome:
     stack: str | None = None
 
 
-class _OrchestratorCrash(Exception):
-    """The orchestrator handle raised something that is not the SDK's $OutOfProcData$ failure."""
+@dataclass
+class _Episode:
+    """An episode taken from an instance's inbox: its batch and what the handle gets, or the terminate it ends on."""
+
+    instance: Instance
+    batch: list[Message]
+    now: datetime
+    terminate: Message | None = None  # the batch holds a terminate request: no handle call
+    new_events: list[HistoryEvent] | None = None
+    history: list[HistoryEvent] | None = None  # the played history plus ``new_events``
+    context_json: str = ""
+    info: FunctionInfo | None = None
 
 
 class EpisodeRunner:
     """Runs the episodes of instances with queued messages and commits what their orchestrators decided.
 
     The SDK call runs outside the lock (marked runnable on the clock); taking the batch and
-    committing the outcome hold it.
+    committing the outcome hold it. With ``processes`` the handles run in those worker processes.
     """
 
     def __init__(
-        self, store: InstanceStore, workers: ActivityWorkers, registry: FunctionRegistry, settings: EpisodeSettings
+        self,
+        store: InstanceStore,
+        workers: ActivityWorkers,
+        registry: FunctionRegistry,
+        settings: EpisodeSettings,
+        processes: OrchestratorProcesses | None = None,
     ) -> None:
         self.store = store
         self.sync = store.sync
         self.workers = workers
         self.registry = registry
         self.settings = settings
+        self.processes = processes
         self.log: list[EpisodeRecord] = []
+        self.reruns = 0  # episodes of a concurrent pass run again because an earlier commit grew their batch
         self._activity_names = registry.activity_names()
         self._orchestrator_names = registry.orchestrator_names()
 
@@ -140,45 +140,98 @@ class EpisodeRunner:
             ready = self.store.ready_instance_ids()
             if not ready:
                 return
-            for instance_id in ready:
-                self._run_episode(instance_id)
+            if self.processes is None:
+                for instance_id in ready:
+                    self._run_episode(instance_id)
+            else:
+                self._run_pass_concurrently(ready)
 
     # ------------------------------------------------------------------ one episode
-    def _take_batch(self, instance: Instance) -> list[Message]:
-        batch: list[Message] = []
-        limit = self.settings.batch_size
-        while instance.inbox and len(batch) < limit:
-            message = instance.inbox.popleft()
-            if message.execution_id is not None and message.execution_id != instance.execution_id:
-                continue  # addressed to an execution that no longer exists (DTFx discards it)
-            batch.append(message)
-        return batch
-
     def _run_episode(self, instance_id: str) -> None:
         with self.sync.lock:
-            instance = self.store.instances.get(instance_id)
-            if instance is None:
+            episode = self._take_episode(instance_id)
+            if episode is None:
                 return
-            if instance.status in TERMINAL_STATUSES:
-                instance.inbox.clear()
+            if episode.terminate is not None:
+                self._terminate_now(episode)
                 return
-            batch = self._take_batch(instance)
-            if not batch:
-                return
-            now = self.sync.clock.now()
-            terminate = next((m for m in batch if m.kind == "terminate"), None)
-            if terminate is not None:
-                self._terminate_now(instance, batch, terminate, now)
-                return
-            new_events = [h.orchestrator_started(now)] + [m.event for m in batch if m.event is not None]
-            history = instance.history + new_events
-            context_json = self._context_json(instance, new_events)
-            info = self.registry.orchestrator(instance.name)
         with self.sync.runnable():
-            outcome = self._execute_orchestrator(instance, info, context_json, history)
+            handled = self._submit_all([episode])[0].result()
+            outcome = self._interpret(episode, handled)
+        self._commit(episode, outcome)
+
+    def _run_pass_concurrently(self, ready: list[str]) -> None:
+        """The episodes of ``ready`` with their handles called all at once, committed in id order.
+
+        An in-process pass takes each batch just before its episode, so it includes what the
+        commits before it in the pass queued. Here every batch is taken first: an episode whose
+        batch had room and whose inbox gained messages meanwhile is put back and run again at
+        its turn, as the in-process pass would have run it.
+        """
         with self.sync.lock:
-            self._commit_episode(instance, new_events, outcome, now, context_json)
-            self.sync.signal()
+            episodes = {iid: self._take_episode(iid) for iid in ready}
+        with self.sync.runnable():
+            called = {iid: e for iid, e in episodes.items() if e is not None and e.terminate is None}
+            futures = dict(zip(called, self._submit_all(list(called.values())), strict=True))
+            try:
+                for iid, episode in episodes.items():
+                    handled = futures[iid].result() if iid in futures else None
+                    with self.sync.lock:
+                        episodes[iid] = None  # from here this turn owns the batch
+                        current = episode is not None and self._still_current(episode)
+                        if episode is not None and not current:
+                            self.store.requeue_front(episode.instance, episode.batch)
+                            self.reruns += 1
+                        elif episode is not None and episode.terminate is not None:
+                            self._terminate_now(episode)
+                            continue
+                    if current and episode is not None and handled is not None:
+                        self._commit(episode, self._interpret(episode, handled))
+                    else:
+                        # What the in-process pass does at this turn (nothing when no message is queued).
+                        self._run_episode(iid)
+            except BaseException:
+                # The pass is abandoned (a worker failed): what was taken and not committed stays queued.
+                with self.sync.lock:
+                    for episode in episodes.values():
+                        if episode is not None:
+                            self.store.requeue_front(episode.instance, episode.batch)
+                for future in futures.values():
+                    future.cancel()
+                raise
+
+    def _still_current(self, episode: _Episode) -> bool:
+        """Whether the batch taken at the start of the pass is the one the in-process pass would take now."""
+        instance = episode.instance
+        if self.store.instances.get(instance.instance_id) is not instance:
+            return False
+        return len(episode.batch) >= self.settings.batch_size or not instance.inbox
+
+    def _take_episode(self, instance_id: str) -> _Episode | None:
+        """The instance's next batch and its context (None: nothing to run; a finished instance's inbox is dropped)."""
+        instance = self.store.instances.get(instance_id)
+        if instance is None:
+            return None
+        if instance.status in TERMINAL_STATUSES:
+            self.store.replace_inbox(instance)
+            return None
+        batch = self.store.take_batch(instance, self.settings.batch_size)
+        if not batch:
+            return None
+        now = self.sync.clock.now()
+        terminate = next((m for m in batch if m.kind == "terminate"), None)
+        if terminate is not None:
+            return _Episode(instance, batch, now, terminate=terminate)
+        new_events = [h.orchestrator_started(now)] + [m.event for m in batch if m.event is not None]
+        return _Episode(
+            instance,
+            batch,
+            now,
+            new_events=new_events,
+            history=instance.history + new_events,
+            context_json=self._context_json(instance, new_events),
+            info=self.registry.orchestrator(instance.name),
+        )
 
     def _context_json(self, instance: Instance, new_events: list[HistoryEvent]) -> str:
         fields: dict[str, Any] = {
@@ -197,36 +250,36 @@ class EpisodeRunner:
         parts = instance.history_json + [h.dumps_event(event) for event in new_events]
         return '{"history":[' + ",".join(parts) + "]," + json.dumps(fields)[1:]
 
-    def _execute_orchestrator(
-        self, instance: Instance, info: FunctionInfo | None, context_json: str, history: list[HistoryEvent]
-    ) -> _EpisodeOutcome:
-        outcome = _EpisodeOutcome()
+    def _submit_all(self, episodes: list[_Episode]) -> list[Future[HandleOutcome]]:
+        """The handle calls of ``episodes``, in order: started in the worker processes, or made here (done futures).
+
+        An orchestrator the app does not register needs no call: the failure is known here.
+        """
+        processes = self.processes
+        remote = [e for e in episodes if e.info is not None] if processes is not None else []
+        started = iter(processes.submit_all([(e.instance.name, e.context_json) for e in remote]) if remote else ())
+        futures: list[Future[HandleOutcome]] = []
+        for episode in episodes:
+            if processes is not None and episode.info is not None:
+                futures.append(next(started))
+                continue
+            future: Future[HandleOutcome] = Future()
+            future.set_result(self._call_here(episode))
+            futures.append(future)
+        return futures
+
+    def _call_here(self, episode: _Episode) -> HandleOutcome:
+        """The handle call in this process (today's path without worker processes)."""
+        instance, info = episode.instance, episode.info
         if info is None:
-            outcome.failure = (f"The orchestrator function '{instance.name}' is not registered in this app.", "")
-            return outcome
-        try:
-            state_json = info.user_function(OrchestrationContext(context_json))
-            if not isinstance(state_json, str):
-                raise _OrchestratorCrash(
-                    f"orchestrator handle returned {type(state_json).__name__}, expected the state JSON string "
-                    "(is the function registered with @app.orchestration_trigger?)"
-                )
-            outcome.state = json.loads(state_json)
-        except _OrchestratorCrash as exc:
-            outcome.failure = (f"Orchestrator function '{instance.name}' failed: {exc}", "")
-        except Exception as exc:
-            message = str(exc)
-            marker = message.find(_OUT_OF_PROC_MARKER)
-            if marker < 0:
-                outcome.failure = (
-                    f"Orchestrator function '{instance.name}' failed: {message or type(exc).__name__}",
-                    "".join(traceback.format_exception(exc)),
-                )
-            else:
-                # User code raised: the SDK's state (with "error") follows the marker.
-                outcome.state = json.loads(message[marker + len(_OUT_OF_PROC_MARKER) :])
-                cause = exc.__cause__ or exc
-                outcome.stack = "".join(traceback.format_exception(cause))
+            reason = f"The orchestrator function '{instance.name}' is not registered in this app."
+            return HandleOutcome(failure=(reason, ""))
+        return call_handle(info.user_function, instance.name, episode.context_json)
+
+    def _interpret(self, episode: _Episode, handled: HandleOutcome) -> _EpisodeOutcome:
+        """Check the state's actions against the history (``ShimReplay``): what the episode commits."""
+        instance = episode.instance
+        outcome = _EpisodeOutcome(state=handled.state, failure=handled.failure, stack=handled.stack)
         if outcome.state is not None:
             actions_outer = outcome.state.get("actions") or [[]]
             if len(actions_outer) != 1:
@@ -247,12 +300,17 @@ class EpisodeRunner:
                 max_actions=self.settings.max_orchestration_actions,
             )
             try:
-                outcome.replay = replay.run(history)
+                outcome.replay = replay.run(episode.history or [])
             except ShimFailure as exc:
                 outcome.failure = (f"Orchestrator function '{instance.name}' failed: {exc}", "")
         return outcome
 
     # ------------------------------------------------------------------ committing
+    def _commit(self, episode: _Episode, outcome: _EpisodeOutcome) -> None:
+        with self.sync.lock:
+            self._commit_episode(episode.instance, episode.new_events or [], outcome, episode.now, episode.context_json)
+            self.sync.signal()
+
     def _commit_episode(
         self,
         instance: Instance,
@@ -334,17 +392,19 @@ class EpisodeRunner:
             event["IsPlayed"] = True
             instance.history_json.append(h.dumps_event(event))
 
-    def _terminate_now(self, instance: Instance, batch: list[Message], message: Message, now: datetime) -> None:
+    def _terminate_now(self, episode: _Episode) -> None:
+        instance, message, now = episode.instance, episode.terminate, episode.now
+        reason = message.reason if message is not None else None
         events = [h.orchestrator_started(now)]
-        events += [m.event for m in batch if m.kind == "start" and m.event is not None]
-        events.append(h.execution_terminated(now, message.reason))
-        events.append(h.execution_completed(now, -1, TERMINATED, message.reason))
+        events += [m.event for m in episode.batch if m.kind == "start" and m.event is not None]
+        events.append(h.execution_terminated(now, reason))
+        events.append(h.execution_completed(now, -1, TERMINATED, reason))
         events.append(h.orchestrator_completed(now))
         self._append(instance, events)
         self._mark_played(instance)
-        instance.inbox.clear()
+        self.store.replace_inbox(instance)
         instance.last_updated_time = now
-        self._finish(instance, TERMINATED, now, output=message.reason)
+        self._finish(instance, TERMINATED, now, output=reason)
         self.sync.signal()
 
     def _finish(
@@ -364,7 +424,7 @@ class EpisodeRunner:
             event = h.sub_orchestration_completed(now, parent.task_id, json.dumps(output))
         else:
             event = h.sub_orchestration_failed(now, parent.task_id, str(output), details or "")
-        parent_instance.inbox.append(Message("completion", event, parent.execution_id))
+        self.store.enqueue(parent_instance, Message("completion", event, parent.execution_id))
 
     def _continue_as_new(
         self, instance: Instance, input_text: str | None, carryover: list[HistoryEvent], now: datetime
@@ -376,13 +436,13 @@ class EpisodeRunner:
         instance.history = []
         instance.history_json = []
         instance.waiting_on = []
-        instance.created_time = now
-        self.store.metrics.counts["executions"] += 1
+        self.store.set_created_time(instance, now)
+        self.store.metrics.record_continue_as_new(instance.instance_id)
         # Messages for the old execution are dropped; queued raised events (no execution id) stay,
         # behind the events DTFx carries over from the last episode.
         carried = [Message("event", dict(event, IsPlayed=False)) for event in carryover]
         queued = [m for m in instance.inbox if m.execution_id is None]
-        instance.inbox = deque([self.store.start_message(instance, now), *carried, *queued])
+        self.store.replace_inbox(instance, [self.store.start_message(instance, now), *carried, *queued])
 
     def _start_child(
         self, name: str, instance_id: str, input_text: str | None, parent: ParentLink, now: datetime
@@ -392,7 +452,7 @@ class EpisodeRunner:
             parent_instance = self.store.instances[parent.instance_id]
             reason = f"An Orchestration instance with the status {existing.status} already exists."
             event = h.sub_orchestration_failed(now, parent.task_id, reason, "")
-            parent_instance.inbox.append(Message("completion", event, parent.execution_id))
+            self.store.enqueue(parent_instance, Message("completion", event, parent.execution_id))
             return
         info = self.registry.orchestrator(name)
         self.store.create_instance(instance_id, info.durable_name if info else name, input_text, parent=parent)

@@ -54,8 +54,13 @@ SCHEDULING_EVENT_TYPES = frozenset(
 )
 
 
+@functools.lru_cache(maxsize=1 << 12)
 def format_time(moment: datetime) -> str:
-    """Timestamp in the SDK's wire format (UTC, microseconds, trailing Z)."""
+    """Timestamp in the SDK's wire format (UTC, microseconds, trailing Z).
+
+    Memoized: every event of a driver pass carries the same few virtual times, and equal
+    datetimes (the same instant, or the same naive fields) format to the same text.
+    """
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime(DATETIME_FORMAT)

@@ -8,6 +8,11 @@ their JSON-decoded input; completions, timers, external events and sub-orchestra
 results are delivered to instances in batches of up to ``batch_size`` messages per
 episode, as the Azure Storage backend delivers queue messages.
 
+With ``orchestrator_processes=N`` (and ``app_spec``, the ``module:attribute`` the workers import)
+the orchestrator handles run in N worker processes, as the Functions host runs the Python worker
+in a process of its own; a pass of the driver calls the handles of all its ready instances at
+once and commits them in instance-id order, so the histories are the in-process ones.
+
 Time comes from the host's clock. With a ``VirtualClock`` the driver runs all
 runnable work, then jumps the clock to the next durable timer or sleeping thread;
 ready work is ordered by instance id and task id so a run is reproducible. With a
@@ -17,6 +22,7 @@ ready work is ordered by instance id and task id so a run is reproducible. With 
 
 - ``store.InstanceStore``: instances, their histories and inboxes, execution ids, durable timers;
 - ``episodes.EpisodeRunner``: orchestrator episodes through the SDK handle, committing their actions;
+- ``handle.OrchestratorProcesses``: the worker processes that call the handles (opt-in);
 - ``activities.ActivityWorkers``: the worker pool that executes activities;
 - ``management.InstanceManagement``: start, status, list, raise event, terminate, purge;
 - ``http_server.HttpRuntime``: the RPC endpoint, the public server and the timer / Event Grid / HTTP triggers;
@@ -45,6 +51,7 @@ from .episodes import (
 )
 from .errors import DeadlockError, HostTimeoutError
 from .functions import FunctionInfo, FunctionRegistry
+from .handle import OrchestratorProcesses
 from .history import HistoryEvent
 from .management import InstanceManagement
 from .metrics import HostMetrics
@@ -82,11 +89,17 @@ class DurableHost:
         record_episodes: bool = False,
         route_prefix: str = "api",
         install: bool = True,
+        orchestrator_processes: int = 0,
+        app_spec: str | None = None,
     ) -> None:
         if activity_workers < 1:
             raise ValueError(f"activity_workers must be >= 1, got {activity_workers}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if orchestrator_processes < 0:
+            raise ValueError(f"orchestrator_processes must be >= 0, got {orchestrator_processes}")
+        if orchestrator_processes and not app_spec:
+            raise ValueError("orchestrator_processes needs app_spec, the 'module:attribute' the workers import")
         self.app = app
         self.clock = clock
         self.hub_name = hub_name
@@ -118,7 +131,11 @@ class DurableHost:
             max_orchestration_actions=max_orchestration_actions,
             record_episodes=record_episodes,
         )
-        self._episodes = EpisodeRunner(self._store, self._workers, self.registry, self._settings)
+        # Worker processes start on the first episode, so a host that never runs one costs none.
+        self._processes: OrchestratorProcesses | None = None
+        if orchestrator_processes and app_spec:
+            self._processes = OrchestratorProcesses(orchestrator_processes, app_spec)
+        self._episodes = EpisodeRunner(self._store, self._workers, self.registry, self._settings, self._processes)
 
     # The episode settings, readable under the names of the constructor's arguments.
     @property
@@ -155,6 +172,8 @@ class DurableHost:
             self._http.close()
             self._http = None
         self._workers.close()
+        if self._processes is not None:
+            self._processes.close()
         if self._installed and self._previous_clock is not None:
             install_clock(self._previous_clock)
             self._installed = False
@@ -265,7 +284,7 @@ class DurableHost:
 
         self._drive_or_wait(done, targets, horizon=None, timeout_real_s=timeout_real_s)
         with self._lock:
-            ids = targets if targets is not None else sorted(instances)
+            ids = targets if targets is not None else self._store.sorted_ids()
             return {iid: self._store.status(instances[iid]) for iid in ids if iid in instances}
 
     def run_until_idle(self, *, timeout_real_s: float = 300.0) -> None:

@@ -67,7 +67,7 @@ class InstanceManagement:
             instance = self.store.require(instance_id)
             if instance.status in TERMINAL_STATUSES:
                 raise InstanceGone(f"Instance with ID {instance_id} is gone: either completed or failed")
-            instance.inbox.append(Message("event", h.event_raised(self.sync.clock.now(), name, input_text)))
+            self.store.enqueue(instance, Message("event", h.event_raised(self.sync.clock.now(), name, input_text)))
             self.store.metrics.counts["events_raised"] += 1
             self.sync.signal()
 
@@ -76,7 +76,7 @@ class InstanceManagement:
             instance = self.store.require(instance_id)
             if instance.status in TERMINAL_STATUSES:
                 raise InstanceGone(f"Instance with ID {instance_id} is already in a terminal state ({instance.status})")
-            instance.inbox.append(Message("terminate", None, reason=reason))
+            self.store.enqueue(instance, Message("terminate", None, reason=reason))
             self.sync.signal()
 
     def purge(self, instance_id: str) -> int:
@@ -89,7 +89,7 @@ class InstanceManagement:
                     "Only orchestrations in a terminal state can be purged, but the orchestration with "
                     f"instance ID {instance_id} has status {instance.status}"
                 )
-            del self.store.instances[instance_id]
+            self.store.remove(instance_id)
             return 1
 
     def purge_instances(
@@ -99,7 +99,7 @@ class InstanceManagement:
         with self.sync.lock:
             selected = self.store.select(statuses & TERMINAL_STATUSES, created_from, created_to, None)
             for instance in selected:
-                del self.store.instances[instance.instance_id]
+                self.store.remove(instance.instance_id)
             return len(selected)
 
     # ------------------------------------------------------------------ queries
@@ -137,7 +137,7 @@ class InstanceManagement:
 
     def instance_ids(self) -> list[str]:
         with self.sync.lock:
-            return sorted(self.store.instances)
+            return self.store.sorted_ids()
 
     def progress_snapshot(self) -> dict[str, Any]:
         with self.sync.lock:

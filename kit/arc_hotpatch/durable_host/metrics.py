@@ -13,22 +13,35 @@ class HostMetrics:
 
     ``counts`` keys: ``orchestrations``, ``executions``, ``episodes``, ``history_events_replayed``,
     ``timers_fired``, ``events_raised``. ``history_stats``: per instance id, the largest history an
-    episode replayed (``max``), the events replayed in total and the number of episodes.
+    episode replayed (``max``), the events replayed in total, the number of episodes and of executions
+    that continued as new (``continued``).
     """
 
     counts: Counter[str] = field(default_factory=Counter)
     activity_calls: Counter[str] = field(default_factory=Counter)
     activity_failures: Counter[str] = field(default_factory=Counter)
     history_stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Per activity name, the longest execution in the host clock's seconds (virtual time in simulations).
+    activity_longest_s: dict[str, float] = field(default_factory=dict)
+
+    def record_activity_duration(self, name: str, seconds: float) -> None:
+        self.activity_longest_s[name] = max(self.activity_longest_s.get(name, 0.0), seconds)
 
     def record_episode(self, instance_id: str, replayed: int) -> None:
         """One episode of ``instance_id`` replayed a history of ``replayed`` events."""
         self.counts["episodes"] += 1
         self.counts["history_events_replayed"] += replayed
-        stats = self.history_stats.setdefault(instance_id, {"max": 0, "replayed": 0, "episodes": 0})
+        stats = self._stats(instance_id)
         stats["max"] = max(stats["max"], replayed)
         stats["replayed"] += replayed
         stats["episodes"] += 1
+
+    def record_continue_as_new(self, instance_id: str) -> None:
+        self.counts["executions"] += 1
+        self._stats(instance_id)["continued"] += 1
+
+    def _stats(self, instance_id: str) -> dict[str, int]:
+        return self.history_stats.setdefault(instance_id, {"max": 0, "replayed": 0, "episodes": 0, "continued": 0})
 
     def report(self) -> dict[str, Any]:
         """The ``DurableHost.metrics()`` dict (copies: the caller may keep or change it)."""
@@ -43,6 +56,7 @@ class HostMetrics:
             "activity_calls": dict(sorted(self.activity_calls.items())),
             "activity_calls_total": sum(self.activity_calls.values()),
             "activity_failures": dict(sorted(self.activity_failures.items())),
+            "activity_longest_s": {name: round(s, 3) for name, s in sorted(self.activity_longest_s.items())},
             "timers_fired": self.counts["timers_fired"],
             "events_raised": self.counts["events_raised"],
         }

@@ -8,6 +8,7 @@ an instance is rendered as the extension renders a status, and what unfinished i
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import json
 import uuid
@@ -15,6 +16,7 @@ from collections import Counter, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 from . import history as h
@@ -34,6 +36,8 @@ ACTIVE_STATUSES = frozenset({PENDING, RUNNING, CONTINUED_AS_NEW})
 RUNTIME_STATUSES = (PENDING, RUNNING, COMPLETED, FAILED, TERMINATED, CONTINUED_AS_NEW)
 
 _ID_NAMESPACE = uuid.UUID("0d4c3f2a-7a51-4f7e-9a43-2f1e8c6b5d90")
+_MAX_CHAR = chr(0x10FFFF)
+_created_of = itemgetter(0)  # the created time of a (created_time, instance_id) index entry
 
 
 @dataclass
@@ -93,6 +97,11 @@ class InstanceStore:
 
     It carries what every component shares: ``sync`` (the host's one lock, the clock, the driver's
     wake-up) and ``metrics``. Methods that do not take the lock themselves expect the caller to hold it.
+
+    ``instances`` is read freely, but instances are added and removed, messages queued and taken,
+    and created times changed only through the store's methods: they keep its indexes, the sorted
+    instance ids, the (created time, id) order and the set of instances with queued messages, so
+    that status queries and the driver's loop cost what they return, not the size of the task hub.
     """
 
     def __init__(self, sync: HostSync, metrics: HostMetrics, hub_name: str) -> None:
@@ -103,6 +112,9 @@ class InstanceStore:
         self.timers: list[PendingTimer] = []
         self._generations: Counter[str] = Counter()
         self._instance_seq = 0
+        self._sorted_ids: list[str] = []  # every instance id, sorted
+        self._by_created: list[tuple[datetime, str]] = []  # (created_time, instance id) of every instance, sorted
+        self._ready: set[str] = set()  # instances whose inbox holds messages
 
     # ------------------------------------------------------------------ instances
     def require(self, instance_id: str) -> Instance:
@@ -135,12 +147,39 @@ class InstanceStore:
             created_time=now,
             last_updated_time=now,
         )
-        instance.inbox.append(self.start_message(instance, now))
+        replaced = self.instances.get(instance_id)
+        if replaced is None:
+            bisect.insort(self._sorted_ids, instance_id)
+        else:
+            self._unindex_created(replaced)
         self.instances[instance_id] = instance
+        bisect.insort(self._by_created, (now, instance_id))
+        self.enqueue(instance, self.start_message(instance, now))
         self.metrics.history_stats.pop(instance_id, None)
         self.metrics.counts["orchestrations"] += 1
         self.metrics.counts["executions"] += 1
         return instance
+
+    def remove(self, instance_id: str) -> None:
+        """Delete an instance (purge) and its index entries."""
+        instance = self.instances.pop(instance_id)
+        del self._sorted_ids[bisect.bisect_left(self._sorted_ids, instance_id)]
+        self._unindex_created(instance)
+        self._ready.discard(instance_id)
+
+    def set_created_time(self, instance: Instance, created_time: datetime) -> None:
+        """Change the created time of an instance (a new execution after continue-as-new), re-indexed."""
+        self._unindex_created(instance)
+        instance.created_time = created_time
+        bisect.insort(self._by_created, (created_time, instance.instance_id))
+
+    def _unindex_created(self, instance: Instance) -> None:
+        entry = (instance.created_time, instance.instance_id)
+        position = bisect.bisect_left(self._by_created, entry)
+        if position == len(self._by_created) or self._by_created[position] != entry:
+            # Only set_created_time may change a created time: anything else would leave queries wrong.
+            raise RuntimeError(f"instance {instance.instance_id!r} changed its created time behind the store's back")
+        del self._by_created[position]
 
     def start_message(self, instance: Instance, now: datetime) -> Message:
         """The ExecutionStarted message of the instance's current execution."""
@@ -176,14 +215,55 @@ class InstanceStore:
         generation = self._generations[instance_id]
         return uuid.uuid5(_ID_NAMESPACE, f"{self.hub_name}/{instance_id}/execution/{generation}").hex
 
+    # ------------------------------------------------------------------ inboxes
+    def enqueue(self, instance: Instance, message: Message) -> None:
+        """Queue ``message`` at the end of the instance's inbox."""
+        instance.inbox.append(message)
+        self._ready.add(instance.instance_id)
+
+    def requeue_front(self, instance: Instance, messages: list[Message]) -> None:
+        """Put ``messages`` (a batch taken earlier) back at the front of the inbox, in their order."""
+        if messages:
+            instance.inbox.extendleft(reversed(messages))
+            self._ready.add(instance.instance_id)
+
+    def take_batch(self, instance: Instance, limit: int) -> list[Message]:
+        """Up to ``limit`` messages of the current execution from the front of the inbox."""
+        batch: list[Message] = []
+        inbox = instance.inbox
+        while inbox and len(batch) < limit:
+            message = inbox.popleft()
+            if message.execution_id is not None and message.execution_id != instance.execution_id:
+                continue  # addressed to an execution that no longer exists (DTFx discards it)
+            batch.append(message)
+        if not inbox:
+            self._ready.discard(instance.instance_id)
+        return batch
+
+    def replace_inbox(self, instance: Instance, messages: Iterable[Message] = ()) -> None:
+        """Drop every queued message of the instance, queueing ``messages`` instead."""
+        instance.inbox = deque(messages)
+        if instance.inbox:
+            self._ready.add(instance.instance_id)
+        else:
+            self._ready.discard(instance.instance_id)
+
     def has_inbox_work(self) -> bool:
         with self.sync.lock:
-            return any(instance.inbox for instance in self.instances.values())
+            return bool(self._ready)
 
     def ready_instance_ids(self) -> list[str]:
         """Instances with queued messages, in id order (a reproducible episode order)."""
         with self.sync.lock:
-            return sorted(iid for iid, instance in self.instances.items() if instance.inbox)
+            # Messages put back on an instance that was replaced meanwhile can leave an id whose
+            # inbox is empty: checking costs what the ready set holds, and no driver loops on it.
+            instances = self.instances
+            self._ready = {iid for iid in self._ready if (i := instances.get(iid)) is not None and i.inbox}
+            return sorted(self._ready)
+
+    def sorted_ids(self) -> list[str]:
+        """Every instance id, in id order (a copy)."""
+        return list(self._sorted_ids)
 
     # ------------------------------------------------------------------ durable timers
     def add_timer(self, timer: PendingTimer) -> None:
@@ -213,7 +293,7 @@ class InstanceStore:
                 if instance is None:
                     continue
                 event = h.timer_fired(now, timer.timer_id, timer.fire_at_text)
-                instance.inbox.append(Message("completion", event, timer.execution_id))
+                self.enqueue(instance, Message("completion", event, timer.execution_id))
                 self.metrics.counts["timers_fired"] += 1
                 fired = True
             if fired:
@@ -227,10 +307,14 @@ class InstanceStore:
         created_to: datetime | None,
         prefix: str | None,
     ) -> list[Instance]:
-        """The instances matching every given filter, in id order (statuses match case-insensitively)."""
+        """The instances matching every given filter, in id order (statuses match case-insensitively).
+
+        The candidates come from the narrower index, the id range of ``prefix`` or the created-time
+        range; the other filters are checked on each candidate.
+        """
         statuses = {s.lower() for s in runtime_status} if runtime_status else None
         selected = []
-        for instance_id in sorted(self.instances):
+        for instance_id in self._candidate_ids(created_from, created_to, prefix):
             instance = self.instances[instance_id]
             if statuses is not None and instance.status.lower() not in statuses:
                 continue
@@ -242,6 +326,24 @@ class InstanceStore:
                 continue
             selected.append(instance)
         return selected
+
+    def _candidate_ids(
+        self, created_from: datetime | None, created_to: datetime | None, prefix: str | None
+    ) -> list[str]:
+        """A superset of the ids matching the prefix and created-time filters, in id order."""
+        ids = self._sorted_ids
+        first, end = 0, len(ids)
+        if prefix:
+            first = bisect.bisect_left(ids, prefix)
+            end = bisect.bisect_left(ids, _prefix_successor(prefix), lo=first) if _has_successor(prefix) else len(ids)
+        if created_from is not None or created_to is not None:
+            index = self._by_created
+            low = 0 if created_from is None else bisect.bisect_left(index, created_from, key=_created_of)
+            high = len(index) if created_to is None else bisect.bisect_right(index, created_to, key=_created_of)
+            if high - low < end - first:
+                # Fewer instances in the time range than in the id range: sort those into id order.
+                return sorted(instance_id for _, instance_id in index[low:high])
+        return ids[first:end]
 
     @staticmethod
     def status(instance: Instance, *, show_history: bool = False, show_input: bool = True) -> dict[str, Any]:
@@ -267,7 +369,7 @@ class InstanceStore:
     def waiting_report(self, targets: list[str] | None) -> dict[str, list[str]]:
         """What each unfinished instance (of ``targets``, default all) waits for."""
         with self.sync.lock:
-            ids = targets if targets is not None else sorted(self.instances)
+            ids = targets if targets is not None else self.sorted_ids()
             report: dict[str, list[str]] = {}
             for instance_id in ids:
                 instance = self.instances.get(instance_id)
@@ -291,3 +393,17 @@ class InstanceStore:
             f"no progress possible at {h.status_time(self.sync.clock.now())}: no runnable work, no pending durable "
             "timer and no sleeping activity, but " + " | ".join(lines)
         )
+
+
+def _has_successor(prefix: str) -> bool:
+    return prefix.rstrip(_MAX_CHAR) != ""
+
+
+def _prefix_successor(prefix: str) -> str:
+    """The least string above every string that starts with ``prefix`` (it ends the prefix's id range).
+
+    Trailing U+10FFFF characters cannot be incremented: the successor of the shorter prefix
+    bounds the same strings (``_has_successor`` says whether there is one at all).
+    """
+    stem = prefix.rstrip(_MAX_CHAR)
+    return stem[:-1] + chr(ord(stem[-1]) + 1)

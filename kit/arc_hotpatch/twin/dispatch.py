@@ -47,6 +47,9 @@ class Dispatcher:
         path = request.path
         route, params = resolve(method, path)
         metrics.by_operation[route.operation] += 1
+        subscription = params.get("subscription")
+        if subscription is not None:
+            metrics.count_subscription(subscription, route.category)
         query = {key.lower(): value for key, value in request.query.items()}
         seed = state.fleet.seed
         headers = {

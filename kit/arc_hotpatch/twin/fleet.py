@@ -383,23 +383,29 @@ _MIX: tuple[tuple[int, Callable[[random.Random], dict[str, Any]]], ...] = (
     (10, lambda r: {"esu_profile": True}),
 )
 assert sum(weight for weight, _ in _MIX) == 1000
+_READY: tuple[tuple[int, Callable[[random.Random], dict[str, Any]]], ...] = (_MIX[0],)
+FLEET_MIXES = {"mixed": _MIX, "ready": _READY}
 
 
-def generate_fleet(machines: int = 100, subscriptions: int = 1, seed: int = 0) -> Fleet:
-    """A realistic mix, deterministic for (machines, subscriptions, seed).
+def generate_fleet(machines: int = 100, subscriptions: int = 1, seed: int = 0, mix: str = "mixed") -> Fleet:
+    """A fleet deterministic for (machines, subscriptions, seed, mix).
 
-    Mostly ready Datacenter/Standard machines on 26100.6899 (licensing bug), some with
-    VSM off, some already enrolled, a few Azure Edition, older builds and 2022, some
-    disconnected, some tagged ``hotpatch=exclude``, and rare BIOS, stuck or failing
-    enablement, hanging reboots, blocked Run Command and Linux machines.
+    ``mixed``, a realistic mix: mostly ready Datacenter/Standard machines on 26100.6899
+    (licensing bug), some with VSM off, some already enrolled, a few Azure Edition, older
+    builds and 2022, some disconnected, some tagged ``hotpatch=exclude``, and rare BIOS,
+    stuck or failing enablement, hanging reboots, blocked Run Command and Linux machines.
+    ``ready``: only the first kind (every machine is enabled, after the licensing workaround).
     """
     if machines < 1 or subscriptions < 1:
         raise ScenarioError("generate_fleet: machines and subscriptions must be >= 1")
+    if mix not in FLEET_MIXES:
+        raise ScenarioError(f"generate_fleet: unknown mix {mix!r} (expected one of {sorted(FLEET_MIXES)})")
+    profiles = FLEET_MIXES[mix]
     rng = random.Random(f"arc-hotpatch-fleet:{seed}")
-    weights = [weight for weight, _ in _MIX]
+    weights = [weight for weight, _ in profiles]
     specs: list[MachineSpec] = []
     for index in range(1, machines + 1):
-        _, profile = rng.choices(_MIX, weights=weights)[0]
+        _, profile = rng.choices(profiles, weights=weights)[0]
         attributes: dict[str, Any] = {
             "name": f"srv-{index:05d}",
             "subscription": rng.randrange(subscriptions),

@@ -15,8 +15,9 @@ The behaviour follows the seed procedure (``../shared/seed``) and azure-facts.md
   not running; on a machine with the October 2025 licensing bug it stays Enabling
   until the workaround's override is active after a reboot, then completes
   ``enable_minutes`` later (or at the original time, whichever is later).
-- The licensing workaround script schedules a reboot and stops ``himds``, so its own
-  result is never reported: the run stays Running forever; the reboot still happens.
+- ``apply_changes`` sets VBS (``EnableVsm``), schedules the reboot, and with ``ApplyWorkaround``
+  stops ``himds`` and applies the licensing override, so its own result is then never
+  reported: the run stays Running forever; the reboot still happens.
 - A machine that is down, disconnected or has ``himds`` stopped picks up no runs and
   settles no enablement until its agent is back.
 """
@@ -32,10 +33,8 @@ from typing import Any
 from .faults import Faults
 from .fleet import MachineSpec
 from .scripts import (
-    ENABLE_VSM,
-    LICENSING_WORKAROUND,
+    APPLY_CHANGES,
     READINESS,
-    REBOOT,
     ScriptFailure,
     ScriptOutcome,
     bind_parameters,
@@ -734,42 +733,35 @@ class SimulatedMachine:
         request_id = bound["RequestId"]
         if script == READINESS:
             return ScriptOutcome(0, compact_json(self.readiness_facts(request_id))), False
-        if script == ENABLE_VSM:
-            self.vbs_configured = 1
-            document = {"v": 1, "script": ENABLE_VSM, "request_id": request_id, "vbs_configured": 1}
-            return ScriptOutcome(0, compact_json(document)), False
+        assert script == APPLY_CHANGES
         delay = bound["RebootDelaySeconds"]
         if delay < 0:
             raise ScriptFailure("RebootDelaySeconds must be >= 0")
-        if script == REBOOT:
-            if self.scheduled_reboot_at is not None:
-                # shutdown.exe refuses a second pending restart (ERROR_SHUTDOWN_IS_SCHEDULED).
-                raise ScriptFailure("shutdown.exe failed with exit code 1190")
-            self._schedule_reboot(at + timedelta(seconds=delay))
-            document = {
-                "v": 1,
-                "script": REBOOT,
-                "request_id": request_id,
-                "reboot_in_s": delay,
-                "requested_at": _z(at),
-            }
-            return ScriptOutcome(0, compact_json(document)), False
-        assert script == LICENSING_WORKAROUND
-        if self.scheduled_reboot_at is None:  # the script ignores shutdown.exe's exit code
-            self._schedule_reboot(at + timedelta(seconds=delay))
-        self.himds = "Stopped"
-        self.licensing_override = 1
-        mutex_removed = self.license_mutex
-        self.license_mutex = False
+        vbs_configured = None
+        if bound["EnableVsm"] == 1:
+            self.vbs_configured = vbs_configured = 1
+        if self.scheduled_reboot_at is not None:
+            # shutdown.exe refuses a second pending restart (ERROR_SHUTDOWN_IS_SCHEDULED).
+            raise ScriptFailure("shutdown.exe failed with exit code 1190")
+        self._schedule_reboot(at + timedelta(seconds=delay))
+        override, mutex_removed, stopped = None, False, False
+        if bound["ApplyWorkaround"] == 1:
+            self.himds = "Stopped"
+            self.licensing_override = override = 1
+            mutex_removed = self.license_mutex
+            self.license_mutex = False
+            stopped = True
         document = {
             "v": 1,
-            "script": LICENSING_WORKAROUND,
+            "script": APPLY_CHANGES,
             "request_id": request_id,
-            "licensing_override": 1,
+            "vbs_configured": vbs_configured,
+            "licensing_override": override,
             "mutex_removed": mutex_removed,
             "reboot_in_s": delay,
+            "requested_at": _z(at),
         }
-        return ScriptOutcome(0, compact_json(document)), True
+        return ScriptOutcome(0, compact_json(document)), stopped
 
     def readiness_facts(self, request_id: str = "") -> dict[str, Any]:
         """Exactly what ``readiness.ps1`` prints, as a dict in its key order."""

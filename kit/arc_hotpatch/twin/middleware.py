@@ -66,7 +66,9 @@ def authenticate(call: Call) -> None:
 
 
 class Throttling:
-    """ARM's token buckets, one set per subscription (and one for the tenant) on the twin's clock.
+    """ARM's token buckets, one set per subscription and principal (and per principal for tenant-level calls),
+    on the twin's clock. The principal is the bearer token's holder: any token is accepted, so the token
+    itself stands for it (two clients with the same identity share their budget, as in ARM).
 
     Every request that gets here costs a token and reports what is left; ``enabled=False``
     never answers 429 (benchmarks) but still sends the ``x-ms-ratelimit-remaining-*`` headers.
@@ -84,7 +86,8 @@ class Throttling:
         else:
             scope, level = subscription.lower(), "subscription"
         category = call.route.category
-        bucket = self._buckets.bucket(scope, category, call.now)
+        principal = call.request_headers.get("Authorization", "")
+        bucket = self._buckets.bucket(f"{scope}|{principal}", category, call.now)
         allowed = bucket.try_take(call.now)
         call.headers[f"x-ms-ratelimit-remaining-{level}-{category}"] = str(bucket.remaining)
         if allowed or not self._enabled:

@@ -16,16 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 READINESS = "readiness"
-ENABLE_VSM = "enable_vsm"
-LICENSING_WORKAROUND = "licensing_workaround"
-REBOOT = "reboot"
+APPLY_CHANGES = "apply_changes"
 
 # Script name -> its param() block: parameter name -> (type, default).
 SCRIPT_PARAMETERS: dict[str, dict[str, tuple[type, Any]]] = {
     READINESS: {"RequestId": (str, "")},
-    ENABLE_VSM: {"RequestId": (str, "")},
-    LICENSING_WORKAROUND: {"RequestId": (str, ""), "RebootDelaySeconds": (int, 60)},
-    REBOOT: {"RequestId": (str, ""), "RebootDelaySeconds": (int, 60)},
+    APPLY_CHANGES: {"RequestId": (str, ""), "EnableVsm": (int, 0), "ApplyWorkaround": (int, 0),
+                    "RebootDelaySeconds": (int, 60)},
 }
 
 _MARKER = re.compile(r"^[ \t]*#[ \t]*arc-hotpatch:[ \t]*([A-Za-z_]+)[ \t]*\r?$", re.MULTILINE)

@@ -88,6 +88,15 @@ class RequestMetrics:
     by_operation: Counter[str] = field(default_factory=Counter)
     throttled: int = 0  # 429s from the token buckets
     injected: Counter[str] = field(default_factory=Counter)  # injected faults by status
+    # Per subscription (lower-cased) and ARM throttling category: what the budget of each was asked for.
+    by_subscription: dict[str, Counter[str]] = field(default_factory=dict)
+
+    def count_subscription(self, subscription: str, category: str) -> None:
+        key = subscription.lower()
+        counter = self.by_subscription.get(key)
+        if counter is None:
+            counter = self.by_subscription[key] = Counter()
+        counter[category] += 1
 
     def report(self) -> dict[str, Any]:
         return {
@@ -95,6 +104,8 @@ class RequestMetrics:
             "arm_requests_by_operation": dict(sorted(self.by_operation.items())),
             "throttled_responses": self.throttled + self.injected["429"],
             "injected_faults": dict(sorted(self.injected.items())),
+            "arm_requests_by_subscription": {key: dict(sorted(counts.items()))
+                                             for key, counts in sorted(self.by_subscription.items())},
         }
 
 

@@ -2,8 +2,8 @@
 
 Azure Resource Manager "request limits and throttling" (2025): per region, subscription
 and principal, reads 250 tokens refilled at 25 per second, writes 200 at 10 per second,
-deletes 200 at 10 per second. The twin accepts any principal, so it keeps one set of
-buckets per subscription (and one for tenant-level calls such as listing subscriptions).
+deletes 200 at 10 per second. The twin keeps one set of buckets per (subscription,
+principal) scope, and one per principal for tenant-level calls such as listing subscriptions.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class TokenBucket:
 
 
 class ArmThrottle:
-    """One bucket per (scope, category); ``scope`` is a subscription id or ``"tenant"``."""
+    """One bucket per (scope, category); ``scope`` names a subscription (or the tenant) and a principal."""
 
     def __init__(self) -> None:
         self._buckets: dict[tuple[str, str], TokenBucket] = {}

@@ -1,0 +1,346 @@
+"""Benchmark of the product's headline job: whole simulated rollouts, measured against their lower bound.
+
+Every configuration (fleet size x subscriptions x fleet mix) runs in a fresh child process, which
+makes two simulated rollouts of the same generated fleet with ``run_simulation`` (the real app on
+the local durable host, the real SDK clients over HTTP to the twin, the virtual clock):
+
+1. **the rollout** measured: the ``simulate`` policy (the default policy, reboot policy ``auto``)
+   with ``--concurrency`` and ``--waves``;
+2. **the critical paths**: the same fleet and policy with concurrency = the fleet size and the
+   twin's ARM throttling off. Nothing waits for anything else, so each machine's report row
+   (``finished_at - started_at``) is its critical path: its own scripts, reboot, enablement and
+   the app's own poll granularity. This pass's requests per subscription and category are the
+   requests the fleet needs (no retries).
+
+The lower bound of the rollout is the larger of: the sum over waves of each wave's longest
+critical path; per subscription, the sum of its critical paths over ``concurrency``; per
+subscription and ARM category, the requests the fleet needs beyond the bucket's burst over its
+refill rate (reads 250 + 25/s, writes 200 + 10/s, deletes 200 + 10/s). The naive baseline is one
+machine after another, each waited out: the sum of all critical paths.
+
+    .venv/bin/python bench/bench_fleet.py                          # the full matrix (about 40 min)
+    .venv/bin/python bench/bench_fleet.py --sizes 1000 --subscriptions 1 --fleets mixed
+    .venv/bin/python bench/bench_fleet.py --results bench/results.md   # also write the markdown results
+
+Exit status 1 if a run fails, leaves a machine without a final state, or misses a target of
+issue 11 (makespan <= 1.25 x bound, <= 12 ARM requests per machine on the mixed fleet, <= 1 %
+429s, peak RSS < 1 GiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MACHINE_ORCHESTRATOR = "machine_orchestrator"
+ARM_BUDGET = {"reads": (250.0, 25.0), "writes": (200.0, 10.0), "deletes": (200.0, 10.0)}  # burst, refill per s
+TARGET_RATIO = 1.25
+TARGET_REQUESTS_PER_MACHINE = 12.0
+TARGET_THROTTLED_SHARE = 0.01
+TARGET_PEAK_RSS_MB = 1024.0
+
+
+# ---------------------------------------------------------------------------------- the bound
+
+
+def _utc(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def critical_paths(report: dict[str, Any]) -> dict[str, float]:
+    """Seconds from start to finish of every machine that ran (rows without times never started)."""
+    return {
+        row["id"].lower(): (_utc(row["finished_at"]) - _utc(row["started_at"])).total_seconds()
+        for row in report["machines"]
+        if row.get("started_at") and row.get("finished_at")
+    }
+
+
+def lower_bound(
+    paths_report: dict[str, Any], concurrency: int, waves_text: str
+) -> dict[str, float]:
+    """The three bounds of the rollout (seconds) from the critical-paths pass, and the naive baseline."""
+    from core.policy import parse_waves
+    from core.rollout import wave_count, wave_end
+
+    paths = critical_paths(paths_report)
+    rows = sorted(paths_report["machines"], key=lambda row: (row["subscription_id"].lower(), row["name"]))
+    members = [paths[row["id"].lower()] for row in rows if row["actions"] and row["id"].lower() in paths]
+    settled = [paths[row["id"].lower()] for row in rows if not row["actions"] and row["id"].lower() in paths]
+    waves = parse_waves(waves_text)
+    by_wave, start = 0.0, 0
+    for index in range(wave_count(waves)):
+        end = wave_end(waves, index, len(members))
+        if end > start:
+            by_wave += max(members[start:end])
+        start = max(start, end)
+    by_wave = max(by_wave, max(settled, default=0.0))
+    per_subscription: Counter[str] = Counter()
+    for row in rows:
+        if row["id"].lower() in paths:
+            per_subscription[row["subscription_id"].lower()] += paths[row["id"].lower()]
+    by_concurrency = max(per_subscription.values(), default=0.0) / concurrency
+    by_arm = 0.0
+    for counts in paths_report["metrics"]["arm_requests_by_subscription"].values():
+        for category, (burst, rate) in ARM_BUDGET.items():
+            by_arm = max(by_arm, (counts.get(category, 0) - burst) / rate)
+    return {
+        "bound_waves_s": round(by_wave, 1),
+        "bound_concurrency_s": round(by_concurrency, 1),
+        "bound_arm_s": round(by_arm, 1),
+        "bound_s": round(max(by_wave, by_concurrency, by_arm), 1),
+        "naive_s": round(sum(paths.values()), 1),
+        "longest_path_s": round(max(paths.values(), default=0.0), 1),
+        "mean_path_s": round(sum(paths.values()) / len(paths), 1) if paths else 0.0,
+    }
+
+
+# ---------------------------------------------------------------------------------- child
+
+
+def proc_status_kb(field: str) -> int:
+    """A ``/proc/self/status`` field in kB (VmHWM: peak RSS); 0 where /proc is unavailable."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def final_state_problems(report: dict[str, Any], machines: int) -> list[str]:
+    from core.vocabulary import FinalState
+
+    final_states = {state.value for state in FinalState}
+    rows = report["machines"]
+    problems: list[str] = []
+    if len({row["id"].lower() for row in rows}) != machines or len(rows) != machines:
+        problems.append(f"the report has {len(rows)} rows for {machines} machines")
+    unfinished = [(row["name"], row["state"]) for row in rows if row["state"] not in final_states]
+    if unfinished:
+        problems.append(f"{len(unfinished)} machine(s) without a final state, e.g. {unfinished[:3]}")
+    return problems
+
+
+def outcomes(report: dict[str, Any]) -> dict[str, tuple[str, str, tuple[str, ...], int]]:
+    return {row["id"].lower(): (row["state"], row["reason"], tuple(row["actions"]), row["reboots"])
+            for row in report["machines"]}
+
+
+def run_config(machines: int, subscriptions: int, mix: str, seed: int, concurrency: int, waves: str,
+               timeout_real_s: float) -> dict[str, Any]:
+    """Both passes of one configuration in this process; the result row."""
+    sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "kit")]
+    import function_app  # noqa: F401  (imported before the runs: the app and the SDK are in every RSS)
+    from arc_hotpatch.cli import SIMULATE_BASE
+    from arc_hotpatch.runner import run_simulation
+    from arc_hotpatch.twin.fleet import generate_fleet
+    from core.policy import parse_waves
+
+    fleet = generate_fleet(machines=machines, subscriptions=subscriptions, seed=seed, mix=mix)
+    policy = replace(SIMULATE_BASE, concurrency=concurrency, waves=parse_waves(waves))
+    cpu_start = time.process_time()
+    report = run_simulation(fleet, policy, timeout_real_s=timeout_real_s)
+    rollout_cpu_s = time.process_time() - cpu_start
+    metrics = report["metrics"]
+    paths_report = run_simulation(fleet, replace(policy, concurrency=machines), throttling=False,
+                                  timeout_real_s=timeout_real_s)
+    bound = lower_bound(paths_report, concurrency, waves)
+    problems = final_state_problems(report, machines)
+    if outcomes(report) != outcomes(paths_report):
+        differing = [key for key, value in outcomes(report).items() if outcomes(paths_report).get(key) != value]
+        problems.append(f"{len(differing)} machine(s) ended differently without contention, e.g. {differing[:2]}")
+    requests = metrics["arm_requests"]
+    by_orchestrator = metrics["history_by_orchestrator"]
+    machine_level = by_orchestrator.get(MACHINE_ORCHESTRATOR, {})
+    makespan = metrics["virtual_makespan_s"]
+    return {
+        "machines": machines, "subscriptions": subscriptions, "fleet": mix, "seed": seed,
+        "concurrency": concurrency, "waves": waves, "problems": problems,
+        "wall_s": metrics["wall_s"], "rollout_cpu_s_main_process": round(rollout_cpu_s, 1),
+        "virtual_makespan_s": makespan, **bound,
+        "ratio": round(makespan / bound["bound_s"], 3) if bound["bound_s"] else None,
+        "arm_requests": requests,
+        "arm_requests_per_machine": round(requests / machines, 2),
+        "arm_requests_per_machine_by_operation": {
+            op: round(count / machines, 2) for op, count in metrics["arm_requests_by_operation"].items()
+        },
+        "throttled_responses": metrics["throttled_responses"],
+        "throttled_share": round(metrics["throttled_responses"] / requests, 5) if requests else 0.0,
+        "episodes_per_machine": round(metrics["episodes"] / machines, 2),
+        "history_events_per_machine": round(metrics["history_events_replayed"] / machines, 1),
+        "max_history_events": metrics["max_history_events"],
+        "max_history_by_orchestrator": {name: entry["max_history_events"] for name, entry in by_orchestrator.items()},
+        "machine_histories_per_machine": round(machine_level.get("episodes", 0) / machines, 2),
+        "by_state": report["summary"]["by_state"],
+    }
+
+
+def child_main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.ERROR)  # the app and the SDK log per request at INFO
+    try:
+        row = run_config(args.machines, int(args.subscriptions), args.fleets, args.seed, args.concurrency,
+                         args.waves, args.timeout)
+    except Exception as exc:  # a failed run is a result to report, not a crash of the benchmark
+        row = {"machines": args.machines, "subscriptions": int(args.subscriptions), "fleet": args.fleets,
+               "problems": [f"{type(exc).__name__}: {exc}"]}
+    # Peak RSS of this process and of its largest worker process (the orchestrator replays run in one).
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    row["peak_rss_mb"] = round((proc_status_kb("VmHWM") + children.ru_maxrss) / 1024, 1)
+    print(json.dumps(row), flush=True)
+
+
+# ---------------------------------------------------------------------------------- parent
+
+
+def run_child(machines: int, subscriptions: int, mix: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One configuration in a fresh interpreter; adds its CPU time (with its workers') from ``os.wait4``."""
+    command = [
+        sys.executable, str(Path(__file__).resolve()), "--child", "--machines", str(machines),
+        "--subscriptions", str(subscriptions), "--fleets", mix, "--seed", str(args.seed),
+        "--concurrency", str(args.concurrency), "--waves", args.waves, "--timeout", str(args.timeout),
+    ]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    output = process.stdout.read()
+    process.stdout.close()
+    _, wait_status, usage = os.wait4(process.pid, 0)
+    exit_status = os.waitstatus_to_exitcode(wait_status)
+    lines = [line for line in output.splitlines() if line.startswith("{")]
+    row: dict[str, Any] = json.loads(lines[-1]) if lines else {
+        "machines": machines, "subscriptions": subscriptions, "fleet": mix,
+        "problems": [f"no result line (exit status {exit_status})"],
+    }
+    row["exit_status"] = exit_status
+    row["process_s"] = round(time.perf_counter() - started, 1)  # both passes
+    row["cpu_s_both_passes"] = round(usage.ru_utime + usage.ru_stime, 1)
+    row["misses"] = target_misses(row)
+    return row
+
+
+def target_misses(row: dict[str, Any]) -> list[str]:
+    misses: list[str] = []
+    if row.get("ratio") is not None and row["ratio"] > TARGET_RATIO:
+        misses.append(f"makespan {row['ratio']} x its bound (target <= {TARGET_RATIO})")
+    if row.get("fleet") == "mixed" and row.get("arm_requests_per_machine", 0) > TARGET_REQUESTS_PER_MACHINE:
+        misses.append(f"{row['arm_requests_per_machine']} ARM requests per machine (target <= 12)")
+    if row.get("subscriptions") == 1 and row.get("throttled_share", 0) > TARGET_THROTTLED_SHARE:
+        misses.append(f"{row['throttled_share']:.2%} of requests throttled (target <= 1 %)")
+    if row.get("peak_rss_mb", 0) >= TARGET_PEAK_RSS_MB:
+        misses.append(f"peak RSS {row['peak_rss_mb']} MB (target < 1 GiB)")
+    return misses
+
+
+def _hours(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 3600:.2f} h"
+
+
+TABLE: list[tuple[str, str]] = [
+    ("machines", "machines"), ("subscriptions", "subs"), ("fleet", "fleet"),
+    ("wall_s", "wall s"), ("cpu_s_both_passes", "CPU s (2 passes)"), ("peak_rss_mb", "peak RSS MB"),
+    ("virtual_makespan_s", "makespan"), ("bound_s", "bound"), ("ratio", "makespan / bound"),
+    ("naive_s", "naive"), ("arm_requests_per_machine", "ARM req/machine"), ("throttled_share", "429 share"),
+    ("episodes_per_machine", "episodes/machine"), ("history_events_per_machine", "events/machine"),
+    ("max_history_events", "largest history"),
+]
+
+
+def cell(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return "-"
+    if key in ("virtual_makespan_s", "bound_s", "naive_s"):
+        return _hours(value)
+    if key == "throttled_share":
+        return f"{value:.2%}"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def markdown(rows: list[dict[str, Any]], command: str) -> str:
+    lines = [
+        "# Fleet rollout benchmark (`bench/bench_fleet.py`)",
+        "",
+        f"`{command}` on {platform.machine()} with {os.cpu_count()} CPUs, Python {platform.python_version()},"
+        f" {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. What each column means: the script's docstring.",
+        "",
+        "| " + " | ".join(title for _, title in TABLE) + " |",
+        "|" + "---|" * len(TABLE),
+    ]
+    lines += ["| " + " | ".join(cell(row, key) for key, _ in TABLE) + " |" for row in rows]
+    lines += ["", "## Bounds, requests by operation (per machine), largest history by orchestrator", ""]
+    for row in rows:
+        label = f"{row['machines']:,} machines, {row['subscriptions']} sub(s), {row['fleet']}"
+        if row.get("problems") or row.get("misses"):
+            lines.append(f"- **{label}: {'; '.join(row.get('problems', []) + row.get('misses', []))}**")
+        if "bound_s" not in row:
+            continue
+        lines.append(
+            f"- {label}: bound = max(waves {_hours(row['bound_waves_s'])}, concurrency"
+            f" {_hours(row['bound_concurrency_s'])}, ARM {_hours(row['bound_arm_s'])}); longest path"
+            f" {row['longest_path_s'] / 60:.1f} min, mean {row['mean_path_s'] / 60:.1f} min; requests "
+            + ", ".join(f"{op} {n}" for op, n in sorted(row["arm_requests_per_machine_by_operation"].items()))
+            + "; largest history " + ", ".join(f"{name} {n}" for name, n in row["max_history_by_orchestrator"].items())
+        )
+    return "\n".join(lines) + "\n"
+
+
+def parent_main(args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    for mix in args.fleets.split(","):
+        for subscriptions in (int(s) for s in args.subscriptions.split(",")):
+            for machines in (int(s) for s in args.sizes.split(",")):
+                print(f"# {machines} machines, {subscriptions} subscription(s), {mix} fleet", file=sys.stderr,
+                      flush=True)
+                row = run_child(machines, subscriptions, mix, args)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+                for problem in row.get("problems", []) + row["misses"]:
+                    print(f"# PROBLEM: {problem}", file=sys.stderr, flush=True)
+    command = "bench/bench_fleet.py " + " ".join(sys.argv[1:])
+    text = markdown(rows, command)
+    print(text)
+    if args.results:
+        Path(args.results).write_text(text)
+    return 0 if all(not row.get("problems") and not row["misses"] and row["exit_status"] == 0 for row in rows) else 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1000,5000,10000", help="fleet sizes (default 1000,5000,10000)")
+    parser.add_argument("--subscriptions", default="1,10", help="subscription counts (default 1,10)")
+    parser.add_argument("--fleets", default="ready,mixed", help="fleet mixes: ready, mixed (default both)")
+    parser.add_argument("--seed", type=int, default=2, help="fleet seed (default 2)")
+    parser.add_argument("--concurrency", type=int, default=500, help="machines in flight per subscription (500)")
+    parser.add_argument("--waves", default="100%", help="rollout waves (default 100%%)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="real seconds per pass (default 3600)")
+    parser.add_argument("--results", help="write the markdown results here (e.g. bench/results.md)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--machines", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_main(args)
+        return
+    sys.exit(parent_main(args))
+
+
+if __name__ == "__main__":
+    main()
