@@ -46,6 +46,7 @@ from core.contracts import (
 )
 from core.facts import facts_from_arm, parse_machine_id
 from core.licensing import merged_hotpatch_update, new_hotpatch_profile
+from core.policy import SettingError, escalation_webhook_setting
 from core.readiness import ScriptOutputError, parse_action_output, parse_readiness
 
 from .permissions import requires_arm_actions
@@ -377,8 +378,10 @@ def enable_hotpatch(request: EnableRequest) -> dict[str, Any]:
 def escalate(escalation: Escalation) -> dict[str, Any]:
     """Hand a machine to a human: one structured log line always, plus a JSON POST to the webhook.
 
-    The webhook URL may carry a secret, so it is never logged; a failing webhook
-    is logged (without the URL) and does not fail the orchestration.
+    The webhook URL comes from the app setting ``HOTPATCH_ESCALATION_WEBHOOK``, read now (never from
+    the input: an activity's input is kept in the orchestration's history). It may carry a secret, so
+    it is never logged; a failing or invalid webhook is logged (without the URL) and does not fail
+    the orchestration.
     """
     escalation = Escalation.from_json(escalation)
     event = {
@@ -387,7 +390,12 @@ def escalate(escalation: Escalation) -> dict[str, Any]:
         "rollout_id": escalation.machine.rollout_id,
     }
     log.warning("escalation %s", json.dumps(event, sort_keys=True))
-    webhook = escalation.escalation_webhook
+    try:
+        webhook = escalation_webhook_setting(os.environ)
+    except SettingError:  # its message would quote nothing secret, but say only which setting is wrong
+        log.error("escalation_webhook_failed machine=%s error=invalid app setting HOTPATCH_ESCALATION_WEBHOOK",
+                  escalation.machine.machine_id)
+        return {"webhook": "failed", "error": "invalid app setting HOTPATCH_ESCALATION_WEBHOOK"}
     if not webhook:
         return {"webhook": "not_configured"}
     delays = (0.0, 2.0, 5.0)  # with 5 s timeouts: at most 22 s in all (no activity waits longer than 30 s)

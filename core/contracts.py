@@ -165,6 +165,7 @@ class MachineInput(Contract):
     record_under: str = ""  # the rollout window that waits for it: its outcome is recorded under that id
     assess_only: bool = False  # a wave not open yet: read and plan, change nothing, end queued if changes are due
     carry: MachineCarry | None = None  # set when it continued as new into a later phase
+    recheck: bool = False  # read again after a Disconnected read: this time a Disconnected agent is final
 
 
 @dataclass(frozen=True)
@@ -239,14 +240,22 @@ class EnableRequest(Contract):
 
 @dataclass(frozen=True)
 class Escalation(Contract):
-    """Hand a machine to a human (log line + webhook)."""
+    """Hand a machine to a human (log line + webhook).
+
+    The webhook URL is not part of it: the ``escalate`` activity reads the app setting
+    ``HOTPATCH_ESCALATION_WEBHOOK`` when it runs, so the URL (and any secret in its query string)
+    never enters an orchestration's history. ``escalation_webhook`` is deprecated and ignored: kept
+    so older callers still build, always written empty."""
 
     machine: MachineCall
     name: str
     reason: str
     detail: str
     actions: list[str]
-    escalation_webhook: str = ""
+    escalation_webhook: str = ""  # deprecated, ignored, never serialized with a value
+
+    def to_json(self) -> dict[str, Any]:
+        return {**super().to_json(), "escalation_webhook": ""}
 
 
 @dataclass(frozen=True)
@@ -403,6 +412,7 @@ class MachineDone(Contract):
     member: bool
     queued: bool = False
     assess_only: bool = False  # the run only assessed (tells its outcome from a later change run's)
+    deferred: bool = False  # read Disconnected: the window starts it again after the grace period (row not final)
 
 
 @dataclass(frozen=True)
@@ -512,6 +522,8 @@ class WindowState(Contract):
     looked_at: str = ""  # the last look at machines someone else started
     reconciled_at: str = ""  # the last look at every machine in flight
     poll_s: float = 0.0  # the current interval between reads: short after news, longer while nothing happens
+    # Machines read Disconnected, to start again at their time: [machine id, ISO time] (no slot while waiting).
+    deferred: list[list[str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,41 @@ Every setting has a field name (HTTP body key, snake case), an app setting
 (environment variable, ``HOTPATCH_`` + upper case) and a CLI flag (kebab case).
 Values are validated here, once; an invalid one raises ``SettingError`` naming
 the setting and the accepted values, so nothing starts half-configured.
+
+**Requests narrow, settings define the maximum** (SPEC §6, ``narrow``). The app settings are
+the most a run may do; the body of an HTTP rollout start may only make a run do less:
+
+=======================  ==================================================================
+field                    a request may set it to
+=======================  ==================================================================
+``dry_run``              ``true`` (or the setting's own value): false -> true only
+``reboot_policy``        the setting's or a stricter one: auto < window < approval < never
+``concurrency``          a JSON integer from 1 up to the setting's value
+``waves``                any valid cumulative plan (waves order the machines in scope,
+                         they never add one; the guardrail still judges every wave)
+``guardrail``            a threshold up to the setting's (smaller halts sooner)
+``resource_group``       the setting's value when it names one (case-insensitive), any
+                         valid name when it is empty (a part of the scope)
+``enable_timeout``,      a duration up to the setting's (escalate to a human sooner)
+``reboot_timeout``,
+``approval_timeout``,
+``run_command_timeout``
+=======================  ==================================================================
+
+Everything else is fixed by the app settings and is a ``NarrowingError`` naming the field:
+the scope (``subscriptions``: the path names the subscription, ``exclude_tag``), where the
+app talks to (``escalation_webhook``, ``cloud``, ``arm_endpoint``), what it reads
+(``baselines_file``), when it runs (``schedule``, ``maintenance_window``: a different window
+is not a narrower one), and how it works rather than how much it does (``workaround_mode``:
+``reactive`` may mean a later, second reboot; the poll intervals, which set the ARM load;
+``run_command_attempts``; ``disconnected_grace``, which decides whether a flapping agent is
+skipped). A widening value is a ``NarrowingError`` too, naming the field,
+the value and the setting's.
+
+**Secrets** (``SECRET_FIELDS``: the escalation webhook URL, which may carry a signature in
+its query string) never travel in orchestration inputs, outputs or custom status:
+``Policy.to_json`` writes them empty and ``Policy.from_json`` ignores them. The activity that
+needs one reads its app setting at call time (``escalation_webhook_setting``).
 """
 
 from __future__ import annotations
@@ -32,12 +67,37 @@ _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _WINDOW = re.compile(r"^\s*([A-Za-z,\-]+)\s+(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 
 
+QUOTE_LIMIT = 60  # characters of a bad value (or name) an error message quotes
+
+
+def quote_value(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)``, cut to a short prefix + '…' so an error never echoes a huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _short(text: str, limit: int = QUOTE_LIMIT) -> str:
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 class SettingError(ValueError):
-    """An invalid setting; ``str()`` is one line naming the setting and what is accepted."""
+    """An invalid setting; ``str()`` is one line naming the setting and what is accepted.
+
+    The value is quoted as a short prefix (``quote_value``): an error never echoes a huge value."""
 
     def __init__(self, setting: str, value: Any, accepted: str) -> None:
         self.setting, self.value, self.accepted = setting, value, accepted
-        super().__init__(f"invalid setting {setting}={value!r}: expected {accepted}")
+        super().__init__(f"invalid setting {_short(setting)}={quote_value(value)}: expected {accepted}")
+
+
+class NarrowingError(SettingError):
+    """A request that would widen what the app settings allow (or set what only they may set); names the field."""
+
+    def __init__(self, setting: str, value: Any, reason: str, *, fixed: bool = False) -> None:
+        what = f"{_short(setting)} cannot be set" if fixed else f"{_short(setting)}={quote_value(value)} is not allowed"
+        ValueError.__init__(self, f"{what} in a request: {reason}")
+        self.setting, self.value, self.accepted, self.fixed = setting, value, reason, fixed
 
 
 @dataclass(frozen=True)
@@ -133,11 +193,16 @@ def _fraction(raw: Any) -> float:
     return value
 
 
+MAX_WAVES = 50
+
+
 def parse_waves(raw: Any) -> tuple[Wave, ...]:
-    """Comma list of cumulative ring sizes, counts or percentages: ``1,10%,100%``."""
+    """Comma list of cumulative ring sizes, counts or percentages: ``1,10%,100%`` (at most ``MAX_WAVES``)."""
     items = raw if isinstance(raw, (list, tuple)) else str(raw).split(",")
     waves: list[Wave] = []
     problem = "comma-separated cumulative wave sizes, counts or percentages such as 1,10%,100%"
+    if len(items) > MAX_WAVES:
+        raise ValueError(f"{problem} (at most {MAX_WAVES} waves)")
     for item in items:
         text = str(item).strip()
         if not text:
@@ -289,6 +354,7 @@ class Policy:
     reboot_poll_interval: float = 60
     run_command_timeout: float = 10 * 60
     run_command_attempts: int = 3
+    disconnected_grace: float = 10 * 60
     maintenance_window: MaintenanceWindow = field(default_factory=lambda: parse_window("Sun 02:00-06:00"))
     escalation_webhook: str = ""
     schedule: str = "0 0 3 * * Sun"
@@ -303,8 +369,13 @@ class Policy:
         return self.arm_endpoint or CLOUD_ARM_ENDPOINTS[self.cloud]
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-safe form, the orchestrations' input (round-trips through ``from_json``)."""
+        """JSON-safe form, the orchestrations' input (round-trips through ``from_json``, secrets aside).
+
+        Secrets (``SECRET_FIELDS``) are written empty: an orchestration's input is kept in its
+        history and shown by the durable status API. Who needs one reads its app setting."""
         data = asdict(self)
+        for secret in SECRET_FIELDS:
+            data[secret] = ""
         data["waves"] = ",".join(str(w) for w in self.waves)
         data["maintenance_window"] = str(self.maintenance_window)
         data["subscriptions"] = list(self.subscriptions)
@@ -318,7 +389,8 @@ class Policy:
         """The inverse of ``to_json``. Pure (no file or environment reads): orchestrators call it in replay,
         for every machine of a rollout with the same policy, so the parsed (immutable) policy is shared."""
         if isinstance(data, Policy):
-            return data
+            return replace(data, **{secret: "" for secret in SECRET_FIELDS}) if _has_secret(data) else data
+        data = {k: v for k, v in data.items() if k not in SECRET_FIELDS}  # absent or ignored: never carried
         try:
             key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in data.items())
             return _policy_from_items(key)
@@ -359,6 +431,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("reboot_poll_interval", parse_duration, "reboot status poll interval"),
     SettingSpec("run_command_timeout", parse_duration, "how long one Run Command may run"),
     SettingSpec("run_command_attempts", _positive_int, "attempts for a failing Run Command"),
+    SettingSpec("disconnected_grace", parse_duration,
+                "how long after a Disconnected read a machine is read again before it is skipped"),
     SettingSpec("maintenance_window", parse_window, "weekly reboot window (UTC) for reboot policy 'window'"),
     SettingSpec("escalation_webhook", _url, "URL that receives a JSON POST per escalation"),
     SettingSpec("schedule", _ncrontab, "NCRONTAB schedule of the whole-fleet rollout"),
@@ -369,13 +443,26 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("baselines_file", _baselines_file, "extra JSON file of Hotpatch baselines"),
 )
 SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
+SECRET_FIELDS = ("escalation_webhook",)
+
+
+def _has_secret(policy: Policy) -> bool:
+    return any(getattr(policy, secret) for secret in SECRET_FIELDS)
+
+
+def escalation_webhook_setting(environ: Mapping[str, str]) -> str:
+    """The escalation webhook URL from its app setting (``HOTPATCH_ESCALATION_WEBHOOK``), read when it is used:
+    it never travels in an orchestration's input. Empty: none. SettingError (which quotes the value: do
+    not log it) if it is not an http(s) URL."""
+    spec = SETTINGS_BY_FIELD["escalation_webhook"]
+    return _parse_one(spec, environ.get(spec.env) or "", spec.env)
 
 
 def _parse_one(spec: SettingSpec, raw: Any, name: str) -> Any:
     try:
         return spec.parse(raw)
-    except ValueError as exc:
-        raise SettingError(name, raw, str(exc)) from None
+    except ValueError as exc:  # a secret's value is not quoted: the message may be logged or returned
+        raise SettingError(name, "***" if spec.field in SECRET_FIELDS else raw, str(exc)) from None
 
 
 def apply_overrides(base: Policy, overrides: Mapping[str, Any]) -> Policy:
@@ -417,3 +504,99 @@ def check_files(policy: Policy, baselines_setting: str = "baselines_file") -> Po
             raise SettingError(baselines_setting, policy.baselines_file,
                                f"a readable baselines JSON file, or empty ({exc})") from None
     return policy
+
+
+# --- requests narrow, settings define the maximum (see the module docstring) ------------------------
+
+_REBOOT_ORDER = (RebootPolicy.AUTO.value, RebootPolicy.WINDOW.value, RebootPolicy.APPROVAL.value,
+                 RebootPolicy.NEVER.value)
+_REQUEST_TIMEOUTS = ("enable_timeout", "reboot_timeout", "approval_timeout", "run_command_timeout")
+MAX_REQUEST_STRING = 1024  # characters of any string value in a request
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    return "object" if isinstance(value, dict) else type(value).__name__
+
+
+def _check_json_type(field_name: str, value: Any) -> None:
+    """A request's values have JSON types: a boolean is ``true``/``false``, a count an integer, a duration a
+    string or a number, waves a string or an array of strings and integers. SettingError otherwise."""
+    kind = _json_kind(value)
+    if field_name == "dry_run":
+        ok, expected = kind == "boolean", "a JSON boolean (true or false)"
+    elif field_name == "concurrency":
+        ok, expected = kind == "number" and isinstance(value, int), "a JSON integer >= 1"
+    elif field_name in ("reboot_policy", "resource_group"):
+        ok, expected = kind == "string", "a JSON string"
+    elif field_name == "waves":
+        ok = kind == "string" or (kind == "array" and all(
+            isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)) for v in value))
+        expected = "a JSON string such as \"1,10%,100%\" or an array of counts and percentages"
+    else:  # guardrail, durations
+        ok, expected = kind in ("string", "number"), "a JSON string or number"
+    if not ok:
+        raise SettingError(field_name, value, f"{expected}, not a JSON {kind}")
+    strings = [value] if kind == "string" else [v for v in value if isinstance(v, str)] if kind == "array" else []
+    if sum(len(v) for v in strings) > MAX_REQUEST_STRING:
+        raise SettingError(field_name, value, f"{expected} of at most {MAX_REQUEST_STRING} characters")
+
+
+def _widening(field_name: str, requested: Any, base: Policy) -> str | None:
+    """Why ``requested`` (parsed) would widen the app settings' value of ``field_name``; None if it narrows."""
+    setting = SETTINGS_BY_FIELD[field_name].env
+    current = getattr(base, field_name)
+    if field_name == "dry_run":
+        return None if requested or not current else f"{setting} makes every run a dry run"
+    if field_name == "reboot_policy":
+        if _REBOOT_ORDER.index(requested) >= _REBOOT_ORDER.index(current):
+            return None
+        return (f"{setting} is {current!r}; a request may only choose a stricter reboot policy "
+                f"(auto < window < approval < never)")
+    if field_name == "resource_group":
+        if not current or requested.lower() == current.lower():
+            return None
+        return f"{setting} limits the scope to resource group {current!r}"
+    if field_name == "waves":
+        return None
+    if requested > current:  # concurrency, guardrail, timeouts: at most the setting's
+        shown = f"{current:g}s" if field_name in _REQUEST_TIMEOUTS else f"{current:g}"
+        return f"{setting} allows at most {shown}"
+    return None
+
+
+REQUEST_FIELDS = ("dry_run", "reboot_policy", "concurrency", "waves", "guardrail", "resource_group",
+                  *_REQUEST_TIMEOUTS)
+
+
+def narrow(base: Policy, overrides: Mapping[str, Any]) -> Policy:
+    """``base`` (the app settings) narrowed by a request's ``overrides`` (a parsed JSON object).
+
+    Raises ``SettingError`` for an unknown field or a value that is not valid (wrong JSON type
+    included), ``NarrowingError`` (a ``SettingError``) for a field only the settings may set or a
+    value that would widen the setting; either names the field and quotes at most a short prefix
+    of the value."""
+    changes: dict[str, Any] = {}
+    for key, raw in overrides.items():
+        spec = SETTINGS_BY_FIELD.get(key)
+        if spec is None:
+            raise SettingError(key, raw, f"a field a request may set ({', '.join(REQUEST_FIELDS)})")
+        if key not in REQUEST_FIELDS:
+            raise NarrowingError(key, raw, f"it is fixed by the app setting {spec.env} "
+                                           f"(a request may set {', '.join(REQUEST_FIELDS)})", fixed=True)
+        _check_json_type(key, raw)
+        value = _parse_one(spec, raw, key)
+        reason = _widening(key, value, base)
+        if reason:
+            raise NarrowingError(key, raw, reason)
+        changes[key] = value
+    return replace(base, **changes)

@@ -65,6 +65,14 @@ class Readiness:
     himds: str
     last_boot: str
     hotfixes: tuple[str, ...]
+    # Why a restart is already pending (empty: none): ``arc_hotpatch`` (the one an apply_changes run asked
+    # for), ``component_servicing``, ``windows_update``, ``file_rename`` (Windows' own signals).
+    reboot_pending: tuple[str, ...] = ()
+
+    @property
+    def our_reboot_pending(self) -> bool:
+        """An earlier run's restart has not happened yet: wait for it, never ask for another."""
+        return "arc_hotpatch" in self.reboot_pending
 
     @property
     def vsm_running(self) -> bool:
@@ -81,11 +89,13 @@ class Readiness:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["hotfixes"] = list(self.hotfixes)
+        data["reboot_pending"] = list(self.reboot_pending)
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Readiness:
-        return cls(**{**data, "hotfixes": tuple(data.get("hotfixes") or ())})
+        return cls(**{**data, "hotfixes": tuple(data.get("hotfixes") or ()),
+                      "reboot_pending": tuple(data.get("reboot_pending") or ())})
 
 
 def parse_readiness(output: str | None) -> Readiness:
@@ -94,6 +104,11 @@ def parse_readiness(output: str | None) -> Readiness:
     hotfixes = _require(data, "hotfixes", (list,), script)
     if not all(isinstance(kb, str) for kb in hotfixes):
         raise ScriptOutputError(f"{script}: 'hotfixes' must be a list of KB ids")
+    # ConvertTo-Json writes a one-element array as the element itself: accept a string too.
+    pending = _require(data, "reboot_pending", (list, str), script, nullable=True)
+    pending = [pending] if isinstance(pending, str) else (pending or [])
+    if not all(isinstance(reason, str) for reason in pending):
+        raise ScriptOutputError(f"{script}: 'reboot_pending' must be a list of reasons")
     return Readiness(
         build=_require(data, "build", (int,), script),
         ubr=_require(data, "ubr", (int,), script),
@@ -109,6 +124,7 @@ def parse_readiness(output: str | None) -> Readiness:
         himds=_require(data, "himds", (str,), script),
         last_boot=_require(data, "last_boot", (str,), script),
         hotfixes=tuple(hotfixes),
+        reboot_pending=tuple(pending),
     )
 
 

@@ -38,6 +38,8 @@ class Reason(StrEnum):
     MACHINE_NOT_FOUND = "machine_not_found"  # the Arc resource was deleted between discovery and work
     ORCHESTRATION_FAILED = "orchestration_failed"  # the machine's orchestration crashed: reported, not lost
     AWAITING_WAVE = "awaiting_wave"  # assessed, needs a change, its wave has not opened (never a final reason)
+    # Read Disconnected once: its window reads it again after the grace period (never a final reason).
+    AWAITING_RECHECK = "awaiting_recheck"
 
 
 def disconnected_reason(status: str) -> str:

@@ -151,6 +151,9 @@ param hotpatchRebootPollInterval string = '1m'
 @description('HOTPATCH_RUN_COMMAND_TIMEOUT: how long one Run Command may run.')
 param hotpatchRunCommandTimeout string = '10m'
 
+@description('HOTPATCH_DISCONNECTED_GRACE: how long after a Disconnected read a machine is read again before it is skipped.')
+param hotpatchDisconnectedGrace string = '10m'
+
 @minValue(1)
 @description('HOTPATCH_RUN_COMMAND_ATTEMPTS: attempts for a failing Run Command.')
 param hotpatchRunCommandAttempts int = 3
@@ -276,6 +279,7 @@ var hotpatchAppSettings = {
   HOTPATCH_ENABLE_POLL_INTERVAL: hotpatchEnablePollInterval
   HOTPATCH_REBOOT_POLL_INTERVAL: hotpatchRebootPollInterval
   HOTPATCH_RUN_COMMAND_TIMEOUT: hotpatchRunCommandTimeout
+  HOTPATCH_DISCONNECTED_GRACE: hotpatchDisconnectedGrace
   HOTPATCH_RUN_COMMAND_ATTEMPTS: string(hotpatchRunCommandAttempts)
   HOTPATCH_MAINTENANCE_WINDOW: hotpatchMaintenanceWindow
   HOTPATCH_ESCALATION_WEBHOOK: hotpatchEscalationWebhook

@@ -303,6 +303,7 @@ class Window:
     @property
     def unassessed(self) -> int:
         assessing = sum(1 for f in self.state.in_flight if f.kind in ("assess", "full") and not f.attached)
+        assessing += len(self.state.deferred)  # read Disconnected: assessed again later
         if self.state.cursor.done:
             return assessing
         return max(assessing, self.state.total - self.state.assessed)
@@ -310,7 +311,7 @@ class Window:
     @property
     def unstarted(self) -> int:
         if self.state.cursor.done:
-            return 0
+            return len(self.state.deferred)
         started = self.state.assessed + sum(1 for f in self.state.in_flight if f.kind in ("assess", "full"))
         return max(1, self.state.total - started)  # the listing is not done: at least one is left
 
@@ -318,7 +319,7 @@ class Window:
     def finished(self) -> bool:
         if self.state.in_flight:
             return False
-        return self.state.halted or (self.state.cursor.done and self.queued_waiting == 0)
+        return self.state.halted or (self.state.cursor.done and self.queued_waiting == 0 and not self.state.deferred)
 
     def progress(self, done: bool = False) -> Progress:
         s = self.state
@@ -341,9 +342,9 @@ class Window:
 
     # --- starting machines -----------------------------------------------------------------------------------
 
-    def _template(self, assess_only: bool) -> MachineInput:
+    def _template(self, assess_only: bool, recheck: bool = False) -> MachineInput:
         return MachineInput(machine_id="", policy=self.policy, rollout_id=self.state.rollout_id,
-                            record_under=self.instance_id, assess_only=assess_only)
+                            record_under=self.instance_id, assess_only=assess_only, recheck=recheck)
 
     def refill(self) -> Steps:
         """Fill the free slots: first the change runs the rollout granted, then the next machines listed."""
@@ -357,6 +358,14 @@ class Window:
             ids = yield from self._take_queued(changes)
             yield from self._start(StartMachines(self._template(False), machine_ids=ids), "change")
             free -= changes
+        due = [d for d in self.state.deferred if parse_utc(d[1]) <= self.now][:max(0, free)]
+        if due:
+            # Read Disconnected a grace period ago: read again, as a machine new to the window.
+            self.state = replace(self.state, deferred=[d for d in self.state.deferred if d not in due])
+            final = self.state.final
+            yield from self._start(StartMachines(self._template(not final, recheck=True),
+                                                 machine_ids=[d[0] for d in due]), "full" if final else "assess")
+            free -= len(due)
         if free > 0 and not self.state.cursor.done:
             where = Discovery(state.subscription_id, self.policy.resolved_arm_endpoint, self.policy.resource_group)
             listing = Listing.from_json((yield self.context.call_activity_with_retry(
@@ -401,8 +410,12 @@ class Window:
         if self.starts_left:
             return self.now + timedelta(seconds=START_BATCH_S)
         if not self.state.in_flight:
-            return self.now + timedelta(seconds=WINDOW_IDLE_POLL_S)
-        return self.now + timedelta(seconds=self.state.poll_s or POLL_S)
+            poll = self.now + timedelta(seconds=WINDOW_IDLE_POLL_S)
+        else:
+            poll = self.now + timedelta(seconds=self.state.poll_s or POLL_S)
+        if self.state.deferred and not self.state.halted:  # wake when the first one is due again
+            poll = min(poll, max(self.now + timedelta(seconds=1), min(parse_utc(d[1]) for d in self.state.deferred)))
+        return poll
 
     def poll(self) -> Steps:
         """Read the outcomes recorded since the last poll and the rollout's word; look at the machines that may
@@ -461,6 +474,10 @@ class Window:
         row = replace(done.row, id=entry.machine_id)
         escalated = int(row.state == FinalState.ESCALATED.value)
         changes: dict[str, Any] = {"in_flight": [f for f in state.in_flight if f is not entry]}
+        if done.deferred and not entry.attached:
+            again = _iso(self.now + timedelta(seconds=self.policy.disconnected_grace))
+            self.state = replace(state, deferred=[*state.deferred, [entry.machine_id, again]], **changes)
+            return
         if entry.kind in ("assess", "full"):
             changes["assessed"] = state.assessed + 1
         if entry.attached:
@@ -500,11 +517,13 @@ class Window:
                 continue
             # It left no record of its own (someone else's run, or it died): the window records it.
             queued = row.reason == Reason.AWAITING_WAVE.value and entry.kind == "assess" and not entry.attached
+            deferred = row.reason == Reason.AWAITING_RECHECK.value and not entry.attached
             done = MachineDone(entry.instance_id, entry.machine_id, replace(row, id=entry.machine_id),
-                               member=queued or bool(row.actions), queued=queued, assess_only=entry.kind == "assess")
+                               member=queued or bool(row.actions), queued=queued, assess_only=entry.kind == "assess",
+                               deferred=deferred)
             with contextlib.suppress(Exception):  # it exists already: the machine recorded it after all
-                yield self.context.call_sub_orchestrator(
-                    ROLLOUT_RECORD, done.to_json(), outcome_record_id(self.instance_id, queued, entry.instance_id))
+                yield self.context.call_sub_orchestrator(ROLLOUT_RECORD, done.to_json(), outcome_record_id(
+                    self.instance_id, queued, entry.instance_id, deferred))
             self._finished(done)
 
     # --- the end ------------------------------------------------------------------------------------------
@@ -519,6 +538,9 @@ class Window:
 
     def _halt_the_rest(self) -> Steps:
         """Record as halted the machines queued for a wave that did not come, then every one not listed yet."""
+        deferred, self.state = [d[0] for d in self.state.deferred], replace(self.state, deferred=[])
+        for start in range(0, len(deferred), HALTED_PER_PAGE):
+            yield from self._record_halted(deferred[start:start + HALTED_PER_PAGE])
         if self.queued_waiting:
             queued = yield from self._take_queued(self.queued_waiting)
             for start in range(0, len(queued), HALTED_PER_PAGE):

@@ -63,6 +63,9 @@ bp = df.Blueprint()
 REBOOT_DELAY_S = 60  # the script schedules the restart so the run can report first
 # A script that reboots (or stops himds) reports within seconds or never: don't wait the full run timeout.
 REBOOTING_SCRIPT_TIMEOUT_S = 150
+# Around a reboot a readiness result may be lost (the agent restarts under it): look again soon rather
+# than wait out the run timeout, so a machine back in time is seen in time.
+READINESS_RETRY_AFTER_REBOOT_S = 120
 # Run Command: a script takes half a minute or so; looking earlier only costs ARM reads.
 SCRIPT_FIRST_LOOK_S = 40
 SCRIPT_POLL_S = 20
@@ -177,7 +180,7 @@ class Run:
 @bp.orchestration_trigger(context_name="context")
 def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
     run = Run.resume(context, MachineInput.from_json(context.get_input()))
-    queued = False
+    queued = deferred = False
     try:
         yield from workflow(run)
         verdict = Verdict(FinalState.HOTPATCH_ENABLED, Reason.ENABLED if run.actions else Reason.ALREADY_ENABLED)
@@ -187,6 +190,7 @@ def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
     except Finished as finished:
         verdict = finished.verdict
         queued = verdict.reason == Reason.AWAITING_WAVE
+        deferred = verdict.reason == Reason.AWAITING_RECHECK
     except Exception as exc:  # a bug or an unexpected payload: this machine is reported, never lost
         verdict = Verdict(FinalState.ESCALATED, Reason.ORCHESTRATION_FAILED, f"unexpected error: {_first_line(exc)}")
     if verdict.state == FinalState.ESCALATED:
@@ -204,8 +208,8 @@ def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
     if run.input.record_under:
         # The window that waits for this machine reads its outcome from this record (and the report too).
         done = MachineDone(context.instance_id, run.machine_id, row, member=run.member, queued=queued,
-                           assess_only=run.input.assess_only)
-        record_id = outcome_record_id(run.input.record_under, queued, context.instance_id)
+                           assess_only=run.input.assess_only, deferred=deferred)
+        record_id = outcome_record_id(run.input.record_under, queued, context.instance_id, deferred)
         with contextlib.suppress(Exception):  # it exists already: this outcome was recorded before
             yield context.call_sub_orchestrator(ROLLOUT_RECORD, done.to_json(), record_id)
     run.status("done", state=row.state, reason=row.reason)
@@ -289,11 +293,31 @@ def assess(run: Run) -> Steps:
     if facts is None:
         run.done(FinalState.SKIPPED_DISCONNECTED, Reason.MACHINE_NOT_FOUND, "the Arc resource no longer exists")
     verdict = check_arm_facts(facts, policy.exclude_tag)
+    if verdict and _read_again_later(run, verdict):
+        if run.input.record_under:
+            # Its window starts it again after the grace period; no slot is held while it waits.
+            run.done(FinalState.PLANNED, Reason.AWAITING_RECHECK,
+                     f"agent {facts.status}: read again in {policy.disconnected_grace / 60:g} min")
+        run.status("waiting_for_agent", until=(run.now + timedelta(seconds=policy.disconnected_grace)).isoformat())
+        yield run.context.create_timer(run.now + timedelta(seconds=policy.disconnected_grace))
+        facts = yield from run.read_machine()
+        if facts is None:
+            run.done(FinalState.SKIPPED_DISCONNECTED, Reason.MACHINE_NOT_FOUND, "the Arc resource no longer exists")
+        verdict = check_arm_facts(facts, policy.exclude_tag)
     if verdict:
         raise Finished(verdict)
 
     run.status("checking_readiness")
     run.readiness = yield from read_readiness(run)
+    if run.readiness.our_reboot_pending:
+        # An earlier run (terminated, crashed, another trigger's) asked for a restart that has not happened:
+        # wait for it and decide from the machine as it comes back; never ask for a second one.
+        run.status("waiting_for_pending_reboot")
+        readiness = yield from wait_for_reboot(run, run.now)
+        if readiness is None:
+            run.done(FinalState.ESCALATED, Reason.REBOOT_TIMEOUT,
+                     f"a restart an earlier run asked for is still pending after {policy.reboot_timeout / 60:g} min")
+        run.readiness = readiness
     verdict = check_readiness(run.readiness)
     if verdict:
         raise Finished(verdict)
@@ -312,12 +336,21 @@ def assess(run: Run) -> Steps:
     return plan
 
 
+def _read_again_later(run: Run, verdict: Verdict) -> bool:
+    """An agent read as not Connected may be a flap (an agent restart, a network blip): read it once more after
+    ``disconnected_grace`` before skipping it. Not in a dry run (it reports what it sees), not twice."""
+    return (verdict.state == FinalState.SKIPPED_DISCONNECTED and verdict.reason != Reason.MACHINE_NOT_FOUND
+            and not run.input.recheck and not run.policy.dry_run and run.policy.disconnected_grace > 0)
+
+
 def read_readiness(run: Run, attempts: int | None = None, deadline: datetime | None = None) -> Steps:
     """Run the readiness script (with retries); escalates ``run_command_failed`` when it keeps failing.
 
-    With ``attempts=1`` (polling around a reboot, where failures are expected) a failure returns None.
+    With ``attempts=1`` (polling around a reboot, where failures and lost results are expected) a failure
+    returns None, and a run that has not reported within ``READINESS_RETRY_AFTER_REBOOT_S`` counts as lost.
     """
-    result = yield from run_script(run, "readiness", {}, attempts=attempts, deadline=deadline)
+    timeout_s = READINESS_RETRY_AFTER_REBOOT_S if attempts == 1 else None
+    result = yield from run_script(run, "readiness", {}, attempts=attempts, deadline=deadline, timeout_s=timeout_s)
     if not result.succeeded:
         if attempts == 1:
             return None
@@ -328,7 +361,7 @@ def read_readiness(run: Run, attempts: int | None = None, deadline: datetime | N
 
 def run_script(
     run: Run, script: str, parameters: dict[str, Any], *, accept_lost: bool = False, attempts: int | None = None,
-    deadline: datetime | None = None,
+    deadline: datetime | None = None, timeout_s: float | None = None,
 ) -> Steps:
     """One script through Run Command, retried with exponential backoff on durable timers.
 
@@ -338,8 +371,8 @@ def run_script(
     is when the attempt that gave it started. Nothing waits past ``deadline`` (the run timeout shrinks).
     """
     total = attempts or max(3, run.policy.run_command_attempts)
-    timeout_s = min(run.policy.run_command_timeout, REBOOTING_SCRIPT_TIMEOUT_S) if accept_lost \
-        else run.policy.run_command_timeout
+    limit = timeout_s or (REBOOTING_SCRIPT_TIMEOUT_S if accept_lost else run.policy.run_command_timeout)
+    timeout_s = min(run.policy.run_command_timeout, limit)
     result = ScriptResult(ScriptResult.FAILED, error="not run")
     for attempt in range(1, total + 1):
         if deadline is not None:

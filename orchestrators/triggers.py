@@ -2,22 +2,43 @@
 
 They validate input, decide what to start and talk to the durable client; the
 work itself happens in the orchestrations. Every rejection names what was wrong.
+
+Hostile input gets a bounded, clean answer, never a 500: a request body over 64 KB is a 413;
+a body that is not UTF-8 JSON, nests deeper than 32 levels, repeats a key or uses NaN/Infinity is
+a 400; so is a value of the wrong JSON type (``{"dry_run": "yes"}``). An error message quotes at
+most a short prefix of a bad value. A rollout request may only narrow the app settings
+(``core.policy.narrow``); a start for a subscription outside the configured scope
+(``HOTPATCH_SUBSCRIPTIONS``) is a 403, and an Event Grid event for a machine outside the scope
+(subscriptions, ``HOTPATCH_RESOURCE_GROUP``) is skipped with one ``event_ignored`` log line.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import re
+import weakref
+from dataclasses import replace
 from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
+from core.clock import current_clock
 from core.contracts import ROLLOUT_ORCHESTRATOR, MachineDone, MachineInput, RecordPage, RolloutState
 from core.facts import MachinePayloadError, parse_machine_id
-from core.policy import Policy, SettingError, load_policy, parse_subscription_id
+from core.policy import (
+    NarrowingError,
+    Policy,
+    SettingError,
+    load_policy,
+    narrow,
+    parse_subscription_id,
+    quote_value,
+)
 from core.rollout import summarize
 from core.vocabulary import REBOOT_APPROVED_EVENT
 
@@ -25,7 +46,9 @@ from .instances import (
     ACTIVE,
     FLEET_ROLLOUT_ID,
     machine_instance_id,
+    new_rollout_id,
     record_prefix,
+    running_rollout,
     start_or_attach,
     subscription_rollout_id,
 )
@@ -35,8 +58,18 @@ log = logging.getLogger("arc_hotpatch.triggers")
 
 MACHINE_WRITE_OPERATION = "Microsoft.HybridCompute/machines/write"
 RESOURCE_WRITE_SUCCESS = "Microsoft.Resources.ResourceWriteSuccess"
-# A rollout started over HTTP is for the subscription in its path: these can't be overridden in the body.
-NOT_OVERRIDABLE = {"subscriptions", "schedule", "cloud", "arm_endpoint", "baselines_file"}
+MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+MAX_NAME_CHARS = 256  # an approver's name
+
+
+class RequestRejected(ValueError):
+    """A request answered with ``status`` (400 unless said otherwise) and an error ``code``; ``str()`` is the
+    message (short: it quotes at most a prefix of a bad value)."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "InvalidRequest") -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
 
 
 def _json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -60,69 +93,141 @@ def app_policy() -> Policy:
 @bp.timer_trigger(schedule="%HOTPATCH_SCHEDULE%", arg_name="timer", run_on_startup=False)
 @bp.durable_client_input(client_name="client")
 async def scheduled_rollout(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
-    """The whole fleet on the configured schedule (a running fleet rollout is left alone)."""
+    """The whole fleet on the configured schedule, a new run (``rollout-fleet-<time>-<random>``) each time;
+    a running fleet run is left alone."""
     policy = app_policy()  # a bad setting fails the invocation, visibly, naming the setting
-    status = await client.get_status(FLEET_ROLLOUT_ID)
-    if status and status.runtime_status in ACTIVE:
-        log.info("scheduled_rollout_already_running instance=%s", FLEET_ROLLOUT_ID)
-        return
-    await client.start_new(ROLLOUT_ORCHESTRATOR, FLEET_ROLLOUT_ID, RolloutState(policy).to_json())
-    log.info("scheduled_rollout_started instance=%s past_due=%s", FLEET_ROLLOUT_ID, timer.past_due)
+    async with _start_lock():
+        running = await running_rollout(client, FLEET_ROLLOUT_ID)
+        if running is not None:
+            log.info("scheduled_rollout_already_running instance=%s", running.instance_id)
+            return
+        instance_id = new_rollout_id(FLEET_ROLLOUT_ID, current_clock().now())
+        await client.start_new(ROLLOUT_ORCHESTRATOR, instance_id, RolloutState(policy).to_json())
+    log.info("scheduled_rollout_started instance=%s past_due=%s", instance_id, timer.past_due)
 
 
 # --- HTTP start for a subscription ---------------------------------------------------------------
 
 
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit`` (checked before parsing: no RecursionError)."""
+    depth = 0
+    for match in _BRACKET.finditer(_STRING.sub('""', text)):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
+def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise RequestRejected(f"request body repeats the key {quote_value(key)}")
+        data[key] = value
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise RequestRejected(f"request body is not valid JSON: {name} is not a JSON number")
+
+
 def json_object_body(body: bytes, expected: str) -> dict[str, Any]:
-    """An optional JSON object body ({} when empty); ValueError naming what is wrong otherwise."""
-    if not body or not body.strip():
+    """An optional JSON object body ({} when empty); ``RequestRejected`` naming what is wrong otherwise
+    (413 over ``MAX_BODY_BYTES``; 400 for bytes that are not UTF-8 JSON, nesting deeper than
+    ``MAX_JSON_DEPTH``, a repeated key, NaN/Infinity, or anything but an object)."""
+    body = body or b""
+    if len(body) > MAX_BODY_BYTES:
+        raise RequestRejected(f"request body is {len(body)} bytes; at most {MAX_BODY_BYTES} are accepted",
+                              413, "RequestTooLarge")
+    if not body.strip():
         return {}
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"request body is not valid JSON: {exc}") from None
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise RequestRejected(f"request body is not UTF-8 text (byte {exc.start})") from None
+    if _too_deep(text):
+        raise RequestRejected(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        data = json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        raise RequestRejected(f"request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+                              ) from None
+    except RecursionError:  # _too_deep should have caught it
+        raise RequestRejected(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(data, dict):
-        raise ValueError(f"request body must be {expected}")
+        raise RequestRejected(f"request body must be {expected}")
     return data
 
 
 def parse_rollout_request(subscription_id: str, body: bytes, base: Policy) -> Policy:
-    """The rollout policy for ``POST /subscriptions/{id}/rollouts``; raises ValueError naming the problem."""
+    """The rollout policy for ``POST /subscriptions/{id}/rollouts``: ``base`` (the app settings) narrowed by the
+    body (``core.policy.narrow``), for the subscription in the path.
+
+    Raises ``RequestRejected`` (400 malformed id or body, 403 a subscription outside the configured scope,
+    413 a body too large) or ``SettingError`` / ``NarrowingError`` naming the field."""
     try:
         subscription = parse_subscription_id(subscription_id)
     except ValueError as exc:
-        raise ValueError(f"invalid subscriptionId {subscription_id!r}: expected {exc}") from None
+        raise RequestRejected(f"invalid subscriptionId {quote_value(subscription_id)}: expected {exc}") from None
+    if base.subscriptions and subscription not in base.subscriptions:
+        raise RequestRejected(
+            f"subscription {subscription} is outside the configured scope (HOTPATCH_SUBSCRIPTIONS names "
+            f"{len(base.subscriptions)} other subscription(s))", 403, "SubscriptionOutOfScope")
     overrides = json_object_body(body, 'a JSON object of policy overrides, e.g. {"dry_run": true}')
-    fixed = sorted(NOT_OVERRIDABLE & set(overrides))
-    if fixed:
-        raise ValueError(f"{', '.join(fixed)} cannot be set in a rollout request (it is fixed by the app settings)")
-    return base.with_overrides({**overrides, "subscriptions": [subscription]})
+    return narrow(replace(base, subscriptions=(subscription,)), overrides)
+
+
+_start_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _start_lock() -> asyncio.Lock:
+    """Serializes rollout starts on this worker's loop: the look for a running run and the start are one step."""
+    loop = asyncio.get_running_loop()
+    lock = _start_locks.get(loop)
+    if lock is None:
+        lock = _start_locks[loop] = asyncio.Lock()
+    return lock
+
+
+def _rollout_running(client: df.DurableOrchestrationClient, instance_id: str) -> func.HttpResponse:
+    links = client.create_http_management_payload(instance_id)
+    return _json_response(
+        409,
+        {"error": {"code": "RolloutRunning", "message": f"a rollout is running: {instance_id}"}, **links},
+        {"Location": links["statusQueryGetUri"]},
+    )
 
 
 @bp.route(route="subscriptions/{subscriptionId}/rollouts", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 async def start_subscription_rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Start a rollout run of one subscription (a new instance id per run); 409 with the running one's links."""
     try:
         base = app_policy()
     except SettingError as exc:
         return _error(500, "InvalidAppSetting", str(exc))
     try:
         policy = parse_rollout_request(req.route_params.get("subscriptionId", ""), req.get_body(), base)
+    except RequestRejected as exc:
+        return _error(exc.status, exc.code, str(exc))
+    except NarrowingError as exc:
+        return _error(400, "OverrideNotAllowed", str(exc))
     except SettingError as exc:
         return _error(400, "InvalidPolicyOverride", str(exc))
     except ValueError as exc:
-        return _error(400, "InvalidRequest", str(exc))
-    instance_id = subscription_rollout_id(policy.subscriptions[0])
-    status = await client.get_status(instance_id)
-    if status and status.runtime_status in ACTIVE:
-        links = client.create_http_management_payload(instance_id)
-        return _json_response(
-            409,
-            {"error": {"code": "RolloutRunning", "message": f"a rollout is running: {instance_id}"},
-             **links},
-            {"Location": links["statusQueryGetUri"]},
-        )
-    await client.start_new(ROLLOUT_ORCHESTRATOR, instance_id, RolloutState(policy).to_json())
+        return _error(400, "InvalidRequest", str(exc)[:300])
+    stem = subscription_rollout_id(policy.subscriptions[0])
+    async with _start_lock():
+        running = await running_rollout(client, stem)
+        if running is not None:
+            return _rollout_running(client, running.instance_id)
+        instance_id = new_rollout_id(stem, current_clock().now())
+        await client.start_new(ROLLOUT_ORCHESTRATOR, instance_id, RolloutState(policy).to_json())
     log.info("rollout_started instance=%s dry_run=%s reboot_policy=%s", instance_id, policy.dry_run,
              policy.reboot_policy)
     return client.create_check_status_response(req, instance_id)
@@ -141,7 +246,7 @@ def rows_of_records(records: list[Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for record in records:
         output = record.output if isinstance(record.output, dict) else {}
-        if "row" in output and not output.get("queued"):
+        if "row" in output and not output.get("queued") and not output.get("deferred"):
             rows.append(MachineDone.from_json(output).row.to_json())
         elif "rows" in output:
             rows.extend(row.to_json() for row in RecordPage.from_json(output).rows)
@@ -180,17 +285,30 @@ async def get_rollout_report(req: func.HttpRequest, client: df.DurableOrchestrat
     instance_id = req.route_params.get("instanceId", "")
     report = await rollout_report(client, instance_id)
     if report is None:
-        return _error(404, "RolloutNotFound", f"no rollout with instance id {instance_id!r}")
+        return _error(404, "RolloutNotFound", f"no rollout with instance id {quote_value(instance_id)}")
     return _json_response(200, report)
 
 
 # --- reboot approvals ------------------------------------------------------------------------------
 
 
-def _approval(body: bytes) -> dict[str, Any]:
+APPROVAL_FIELDS = ("machine_id", "approved", "by")
+
+
+def _approval(body: bytes, fields: tuple[str, ...] = APPROVAL_FIELDS) -> dict[str, Any]:
     data = json_object_body(body, 'a JSON object such as {"machine_id": "...", "by": "alice"}')
+    unknown = [key for key in data if key not in fields]
+    if unknown:
+        raise RequestRejected(f"unknown field {quote_value(unknown[0])}: expected {', '.join(fields)}")
     if "approved" in data and not isinstance(data["approved"], bool):
-        raise ValueError("'approved' must be true or false")
+        raise RequestRejected(f"'approved' must be a JSON boolean (true or false), not {quote_value(data['approved'])}")
+    by = data.get("by")
+    if by is not None and (not isinstance(by, str) or len(by) > MAX_NAME_CHARS):
+        raise RequestRejected(f"'by' must be a JSON string of at most {MAX_NAME_CHARS} characters, "
+                              f"not {quote_value(data['by'])}")
+    if "machine_id" in data and (not isinstance(data["machine_id"], str) or len(data["machine_id"]) > 1024):
+        raise RequestRejected(f"'machine_id' must be an Arc machine resource id (a JSON string), "
+                              f"not {quote_value(data['machine_id'])}")
     return data
 
 
@@ -207,10 +325,12 @@ async def approve_machine_reboot(req: func.HttpRequest, client: df.DurableOrches
         data = _approval(req.get_body())
         machine_id = data.get("machine_id")
         if not isinstance(machine_id, str):
-            raise ValueError("'machine_id' (the Arc machine resource id) is required")
+            raise RequestRejected("'machine_id' (the Arc machine resource id) is required")
         parse_machine_id(machine_id)
+    except RequestRejected as exc:
+        return _error(exc.status, exc.code, str(exc))
     except (ValueError, MachinePayloadError) as exc:
-        return _error(400, "InvalidRequest", str(exc))
+        return _error(400, "InvalidRequest", str(exc)[:300])
     instance_id = machine_instance_id(machine_id)
     status = await client.get_status(instance_id)
     if not _awaiting_approval(status):
@@ -227,14 +347,14 @@ async def approve_rollout_reboots(req: func.HttpRequest, client: df.DurableOrche
     """Release every reboot the machines of a rollout are waiting for."""
     rollout_id = req.route_params.get("instanceId", "")
     try:
-        data = _approval(req.get_body())
-    except ValueError as exc:
-        return _error(400, "InvalidRequest", str(exc))
+        data = _approval(req.get_body(), ("approved", "by"))
+    except RequestRejected as exc:
+        return _error(exc.status, exc.code, str(exc))
     decision = {"approved": data.get("approved", True), "by": str(data.get("by") or "")}
     rollout = await client.get_status(rollout_id)
     custom = rollout.custom_status if rollout and isinstance(rollout.custom_status, dict) else {}
     if not custom.get("run_key"):
-        return _error(404, "RolloutNotFound", f"no rollout with instance id {rollout_id!r}")
+        return _error(404, "RolloutNotFound", f"no rollout with instance id {quote_value(rollout_id)}")
     # The machines a rollout waits for are its windows' pending instances, whoever started them.
     windows = await _windows(client, custom)
     waiting = sorted(
@@ -255,25 +375,50 @@ async def approve_rollout_reboots(req: func.HttpRequest, client: df.DurableOrche
 # --- Event Grid: a machine was onboarded or written -----------------------------------------------
 
 
+def _event_type(event: Any) -> Any:
+    """An Event Grid schema event's ``event_type``, or a CloudEvents 1.0 event's ``type``."""
+    event_type = getattr(event, "event_type", None)
+    return event_type if event_type is not None else getattr(event, "type", None)
+
+
+def _said(value: Any, limit: int = 200) -> str:
+    """A value from an event, cut short for a log line."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def machine_from_event(event: func.EventGridEvent) -> str | None:
-    """The Arc machine resource id of a machine write event, or None (with the reason logged)."""
+    """The Arc machine resource id of a machine write event, or None (with the reason logged).
+
+    Takes an Event Grid schema event or a CloudEvents 1.0 one (``func.CloudEvent``: ``type`` for ``eventType``)."""
     data = event.get_json() if callable(getattr(event, "get_json", None)) else None
-    if event.event_type != RESOURCE_WRITE_SUCCESS:
-        log.info("event_ignored id=%s reason=event type %s", event.id, event.event_type)
+    event_id, event_type = _said(getattr(event, "id", None)), _event_type(event)
+    if event_type != RESOURCE_WRITE_SUCCESS:
+        log.info("event_ignored id=%s reason=event type %s", event_id, _said(event_type))
         return None
     if not isinstance(data, dict):
-        log.info("event_ignored id=%s reason=data is not an object", event.id)
+        log.info("event_ignored id=%s reason=data is not an object", event_id)
         return None
     if data.get("operationName") != MACHINE_WRITE_OPERATION:
-        log.info("event_ignored id=%s reason=operation %s", event.id, data.get("operationName"))
+        log.info("event_ignored id=%s reason=operation %s", event_id, _said(data.get("operationName")))
         return None
-    resource_id = data.get("resourceUri") or event.subject
+    resource_id = data.get("resourceUri") or getattr(event, "subject", None)
     try:
-        parse_machine_id(resource_id or "")
+        parse_machine_id(resource_id if isinstance(resource_id, str) else "")
     except MachinePayloadError as exc:
-        log.info("event_ignored id=%s reason=%s", event.id, exc)
+        log.info("event_ignored id=%s reason=%s", event_id, _said(exc))
         return None
     return resource_id
+
+
+def out_of_scope(machine_id: str, policy: Policy) -> str | None:
+    """Why a machine is outside the configured scope (subscriptions, resource group), or None if inside."""
+    subscription, resource_group, _ = parse_machine_id(machine_id)
+    if policy.subscriptions and subscription not in policy.subscriptions:
+        return f"subscription {subscription} is not in HOTPATCH_SUBSCRIPTIONS"
+    if policy.resource_group and resource_group.lower() != policy.resource_group.lower():
+        return f"resource group {_said(resource_group, 90)} is not HOTPATCH_RESOURCE_GROUP {policy.resource_group}"
+    return None
 
 
 @bp.event_grid_trigger(arg_name="event")
@@ -286,6 +431,11 @@ async def on_arc_machine_written(event: func.EventGridEvent, client: df.DurableO
     # A bad setting fails the delivery (naming the setting) so Event Grid retries it and the
     # onboarding is not lost; a bad event is acknowledged above, since retrying cannot fix it.
     policy = app_policy()
-    started = await start_or_attach(client, MachineInput(machine_id, policy, rollout_id=f"event-{event.id}"))
+    outside = out_of_scope(machine_id, policy)
+    if outside:
+        log.info("event_ignored id=%s reason=out of scope: %s machine=%s", _said(event.id), outside, machine_id)
+        return
+    machine_input = MachineInput(machine_id, policy, rollout_id=f"event-{_said(event.id, 100)}")
+    started = await start_or_attach(client, machine_input)
     log.info("event_machine id=%s machine=%s instance=%s started=%s", event.id, machine_id,
              started.instance_id, started.started)

@@ -24,8 +24,13 @@ if ($EnableVsm -eq 1) {
     $vbsConfigured = [int](Get-ItemProperty -Path $deviceGuard -Name 'EnableVirtualizationBasedSecurity').EnableVirtualizationBasedSecurity
 }
 
-# The restart next: once himds stops, nothing else can be sent to this machine.
+# The restart next: once himds stops, nothing else can be sent to this machine. The request time is
+# kept in the registry first, so a later run that finds the restart still pending waits for it
+# (readiness reports it) instead of asking for another one.
 $requestedAt = (Get-Date).ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')
+$ourKey = 'HKLM:\SOFTWARE\arc-hotpatch'
+if (-not (Test-Path -Path $ourKey)) { New-Item -Path $ourKey -Force | Out-Null }
+New-ItemProperty -Path $ourKey -Name 'RebootRequestedAt' -PropertyType 'String' -Value $requestedAt -Force | Out-Null
 & shutdown.exe /r /t $RebootDelaySeconds /d p:2:17 /c 'Hotpatch enablement (arc-hotpatch)'
 if ($LASTEXITCODE -ne 0) { throw "shutdown.exe failed with exit code $LASTEXITCODE" }
 

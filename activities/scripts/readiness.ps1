@@ -35,6 +35,23 @@ $himdsState = if ($himds) { [string]$himds.Status } else { 'Missing' }
 $os = Get-CimInstance -ClassName 'Win32_OperatingSystem'
 $lastBoot = $os.LastBootUpTime.ToUniversalTime().ToString('yyyy-MM-ddTHH:mm:ssZ')
 
+# A restart already pending: the one our apply_changes asked for (its request is newer than the last
+# boot), and Windows' own signals (servicing, Windows Update, files to replace at boot).
+$pending = @()
+$ourRequest = Get-RegValue 'HKLM:\SOFTWARE\arc-hotpatch' 'RebootRequestedAt'
+if ($ourRequest -and ([datetime]::Parse($ourRequest).ToUniversalTime() -gt $os.LastBootUpTime.ToUniversalTime())) {
+    $pending += 'arc_hotpatch'
+}
+if (Test-Path 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Component Based Servicing\RebootPending') {
+    $pending += 'component_servicing'
+}
+if (Test-Path 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\WindowsUpdate\Auto Update\RebootRequired') {
+    $pending += 'windows_update'
+}
+if ($null -ne (Get-RegValue 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Manager' 'PendingFileRenameOperations')) {
+    $pending += 'file_rename'
+}
+
 $relevantKbs = @('KB5066835', 'KB5070893', 'KB5070881')
 $hotfixes = @(Get-HotFix | Where-Object { $relevantKbs -contains $_.HotFixID } | ForEach-Object { $_.HotFixID })
 
@@ -56,4 +73,5 @@ $hotfixes = @(Get-HotFix | Where-Object { $relevantKbs -contains $_.HotFixID } |
     himds              = $himdsState
     last_boot          = $lastBoot
     hotfixes           = $hotfixes
+    reboot_pending     = @($pending)
 } | ConvertTo-Json -Compress

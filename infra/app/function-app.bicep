@@ -60,8 +60,8 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
 }
 
 // Settings of the platform: the host's storage connection (identity-based, no key),
-// telemetry with Microsoft Entra authentication, and AZURE_CLIENT_ID so that the
-// app's DefaultAzureCredential picks the user-assigned identity.
+// telemetry with Microsoft Entra authentication, AZURE_CLIENT_ID so that the
+// app's DefaultAzureCredential picks the user-assigned identity, and the audit ledger's table endpoint.
 var platformSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
@@ -71,6 +71,9 @@ var platformSettings = {
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsights.properties.ConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
   AZURE_CLIENT_ID: identityClientId
+  // The audit ledger (core/ledger.py): a table in this same storage account, reached with the identity
+  // (Storage Table Data Contributor, infra/app/storage.bicep).
+  HOTPATCH_LEDGER_ENDPOINT: storage.properties.primaryEndpoints.table
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {

@@ -23,7 +23,7 @@ param principalId string
 var storageDataRoles = [
   'b7e6dc6d-f1e8-4753-8033-0f276bb0955b' // Storage Blob Data Owner: host leases, keys, deployment package, large payloads
   '974c5e8b-45b9-4653-ba55-5f855dd0fb88' // Storage Queue Data Contributor: Durable Functions control and work-item queues
-  '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor: Durable Functions history and instances tables
+  '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor: Durable Functions history and instances tables, and the audit ledger table (HOTPATCH_LEDGER_ENDPOINT)
 ]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
+import socket
 import sys
-from dataclasses import replace
+import time
+from collections.abc import Iterator
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +22,7 @@ from rich.table import Table
 from core.policy import Policy, SettingError, load_policy
 from core.vocabulary import FinalState
 
-from .policy_flags import policy_flags_help, policy_from_flags
+from .policy_flags import policy_flags_help, policy_from_environment, policy_from_flags
 
 app = typer.Typer(
     add_completion=False,
@@ -33,17 +38,55 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the generated flee
 ScenarioOpt = Annotated[Path | None, typer.Option("--scenario", help="Scenario file (JSON, SPEC §5).")]
 FaultsOpt = Annotated[str, typer.Option("--faults", help="none | chaos | FILE (JSON): injected faults.")]
 SpeedOpt = Annotated[float, typer.Option("--speed", help="Simulated seconds per real second.")]
-PortOpt = Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port).")]
+LOOPBACK = "127.0.0.1"
+MAX_PORT = 65535
 
 
-def fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=2)
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """One line ``error: <message>`` on stderr; the caller raises the returned Exit (2: bad input)."""
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    return typer.Exit(code=code)
+
+
+def check_port(port: int) -> int:
+    """``--port``: 0-65535, and (unless 0) free on loopback now; a one-line error otherwise."""
+    if not 0 <= port <= MAX_PORT:
+        raise fail(f"--port {port}: expected 0-{MAX_PORT}")
+    if port:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is free
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError as exc:
+                raise port_error(port, exc) from None
+    return port
+
+
+def port_error(port: int, exc: OSError) -> typer.Exit:
+    if exc.errno == errno.EADDRINUSE:
+        return fail(f"port {port} on {LOOPBACK} is in use")
+    return fail(f"port {port} on {LOOPBACK}: {exc.strerror or exc}")
+
+
+@contextlib.contextmanager
+def port_errors(port: int) -> Iterator[None]:
+    """A server that still finds its port taken (another process got there after ``check_port``): one line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        raise port_error(port, exc) from None
+
+
+PortOpt = Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port).", callback=check_port)]
 
 
 def build_fleet(machines: int | None, subscriptions: int, seed: int, scenario: Path | None) -> Any:
     """The fleet: a scenario file, a generated fleet, or the embedded default fleet."""
-    from .twin.fleet import ScenarioError, default_fleet, generate_fleet, load_scenario
+    from .twin.fleet import MAX_MACHINES, MAX_SUBSCRIPTIONS, ScenarioError, default_fleet, generate_fleet, load_scenario
 
     try:
         if scenario is not None and machines is not None:
@@ -53,6 +96,10 @@ def build_fleet(machines: int | None, subscriptions: int, seed: int, scenario: P
         if machines is not None:
             if machines < 1 or subscriptions < 1:
                 raise ScenarioError("--machines and --subscriptions must be >= 1")
+            if machines > MAX_MACHINES:
+                raise ScenarioError(f"--machines {machines}: expected at most {MAX_MACHINES:,}")
+            if subscriptions > MAX_SUBSCRIPTIONS:
+                raise ScenarioError(f"--subscriptions {subscriptions}: expected at most {MAX_SUBSCRIPTIONS:,}")
             return generate_fleet(machines=machines, subscriptions=subscriptions, seed=seed)
         return default_fleet()
     except (ScenarioError, OSError) as exc:
@@ -64,6 +111,76 @@ def build_policy(ctx: typer.Context, base: Policy | None = None) -> Policy:
         return policy_from_flags(base or load_policy({}), ctx.args)
     except SettingError as exc:
         raise fail(str(exc)) from None
+
+
+# What the fleet twin decides in simulate and serve (its endpoint and token); every other HOTPATCH_* setting
+# found in the environment is honoured, CLI flags override it.
+TWIN_DECIDED = frozenset({"arm_endpoint", "cloud"})
+WEBHOOK_ENV = "HOTPATCH_ESCALATION_WEBHOOK"
+WEBHOOK_FLAG = "--escalation-webhook"
+_POLICY_FIELDS = {f.name for f in fields(Policy)}
+
+
+def take_webhook(args: list[str]) -> tuple[str | None, list[str]]:
+    """``--escalation-webhook URL`` (or ``=URL``) out of ``args``: (the URL or None, the other args).
+
+    The app's ``escalate`` activity reads the URL from the app setting HOTPATCH_ESCALATION_WEBHOOK
+    when it runs, so a rehearsal puts the flag's URL there for the run (see ``webhook_environment``).
+    """
+    rest: list[str] = []
+    webhook: str | None = None
+    index = 0
+    while index < len(args):
+        item = args[index]
+        if item == WEBHOOK_FLAG:
+            if index + 1 >= len(args):
+                raise fail(f"{WEBHOOK_FLAG}: expected a URL after the flag")
+            webhook, index = args[index + 1], index + 2
+            continue
+        if item.startswith(WEBHOOK_FLAG + "="):
+            webhook = item.partition("=")[2]
+        else:
+            rest.append(item)
+        index += 1
+    if webhook is not None and webhook:
+        from urllib.parse import urlparse
+
+        parsed = urlparse(webhook)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise fail(f"invalid setting {WEBHOOK_FLAG}={webhook[:40]!r}: expected an http(s) URL, or empty")
+    return webhook, rest
+
+
+def rehearsal_policy(ctx: typer.Context, base: Policy, fleet: Any) -> tuple[Policy, str | None]:
+    """simulate's and serve's policy: ``base``, then the HOTPATCH_* app settings of the environment (but
+    the ARM endpoint, which the twin decides), then the CLI flags; and the escalation webhook of a flag.
+
+    HOTPATCH_SUBSCRIPTIONS (or --subscriptions) may name some of the twin's subscriptions (the others are
+    then out of scope); one the twin does not have is an error.
+    """
+    from .runner import twin_scope
+
+    webhook, args = take_webhook(list(ctx.args))
+    try:
+        policy = policy_from_flags(policy_from_environment(base, os.environ, ignore=TWIN_DECIDED), args)
+        twin_scope(policy.subscriptions, fleet.subscription_ids)
+    except SettingError as exc:
+        raise fail(str(exc)) from None
+    except ValueError as exc:
+        origin = "--subscriptions" if "--subscriptions" in " ".join(args) else "HOTPATCH_SUBSCRIPTIONS"
+        raise fail(f"{origin}: {exc}") from None
+    if webhook is not None and "escalation_webhook" in _POLICY_FIELDS:
+        policy = replace(policy, escalation_webhook=webhook)  # as the app's own load_policy reads the setting
+    return policy, webhook
+
+
+@contextlib.contextmanager
+def webhook_environment(webhook: str | None) -> Iterator[None]:
+    """HOTPATCH_ESCALATION_WEBHOOK set to a flag's URL for the run (restored after); untouched without one."""
+    from .runner import scoped_environment
+
+    with scoped_environment({} if webhook is None else {WEBHOOK_ENV: webhook}):
+        yield
 
 
 def check_faults(faults: str) -> str:
@@ -93,12 +210,13 @@ def simulate(
 
     Without --machines or --scenario the embedded default fleet is used. The reboot
     policy defaults to auto here (the app's own default, approval, would wait for a
-    person); pass --reboot-policy to rehearse another.
+    person); pass --reboot-policy to rehearse another. App settings (HOTPATCH_*) in the
+    environment are read first (the twin decides only the ARM endpoint); flags override them.
     """
     from .runner import run_simulation
 
     fleet = build_fleet(machines, subscriptions, seed, scenario)
-    policy = build_policy(ctx, SIMULATE_BASE)
+    policy, webhook = rehearsal_policy(ctx, SIMULATE_BASE, fleet)
     check_faults(faults)
     console.print(
         f"Simulating [bold]{len(fleet.machines)}[/] machines in {len(fleet.subscription_ids)} subscription(s): "
@@ -106,18 +224,40 @@ def simulate(
         f"{', [bold yellow]dry run[/]' if policy.dry_run else ''}, waves {','.join(map(str, policy.waves))}, "
         f"faults {faults}"
     )
-    result = _run_with_progress(lambda progress: run_simulation(fleet, policy, faults=faults, progress=progress),
-                                len(fleet.machines))
+    with webhook_environment(webhook):
+        result = _run_with_progress(lambda progress: run_simulation(fleet, policy, faults=faults, progress=progress),
+                                    len(fleet.machines))
     print_summary(result)
-    if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(result, indent=2) + "\n")
-        console.print(f"Report written to {report}")
+    _write_report(report, result)
+
+
+PROGRESS_LINE_EVERY_S = 5.0
 
 
 def _run_with_progress(job: Any, total: int | None) -> dict[str, Any]:
-    """Run ``job(progress)`` under a progress bar; ``total`` None: not known up front (plan)."""
+    """Run ``job(progress)`` under a progress bar on a terminal, else with a ``progress:`` line whenever
+    the count changed (at most every PROGRESS_LINE_EVERY_S, and the last); ``total`` None: not known
+    up front (plan)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if not console.is_terminal:
+        started = time.monotonic()
+        last: dict[str, Any] = {"shown": None, "at": 0.0, "seen": None}
+
+        def show(done: int, known: int) -> None:
+            of = known or total
+            line = f"progress: {done}/{of} machines done" if of else f"progress: {done} machines done"
+            last["seen"] = line
+            now = time.monotonic()
+            if line != last["shown"] and (last["shown"] is None or now - last["at"] >= PROGRESS_LINE_EVERY_S):
+                console.print(f"{line} ({now - started:.0f} s)", highlight=False)
+                last["shown"], last["at"] = line, now
+
+        try:
+            return job(show)
+        finally:
+            if last["seen"] is not None and last["seen"] != last["shown"]:
+                console.print(f"{last['seen']} ({time.monotonic() - started:.0f} s)", highlight=False)
 
     with Progress(
         TextColumn("machines done"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -182,7 +322,8 @@ def twin(
     from .twin.cli import run_twin_cli
 
     fleet = build_fleet(machines, subscriptions, seed, scenario)
-    run_twin_cli(port=port, fleet=fleet, faults=check_faults(faults), speed=_speed(speed))
+    with port_errors(port):
+        run_twin_cli(port=port, fleet=fleet, faults=check_faults(faults), speed=_speed(speed))
 
 
 def _speed(speed: float) -> float:
@@ -203,15 +344,22 @@ def serve(
     speed: SpeedOpt = 60.0,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Do not require function keys.")] = False,
 ) -> None:
-    """The twin + the local durable host serving the app's HTTP routes, like `func start`."""
+    """The twin + the local durable host serving the app's HTTP routes, like `func start`.
+
+    App settings (HOTPATCH_*) in the environment are honoured (the twin decides only the ARM
+    endpoint and token); flags override them. HOTPATCH_SUBSCRIPTIONS may name some of the twin's
+    subscriptions: the others are then out of scope. Prints the twin's URL as `Fleet twin: <url>`.
+    """
+    from .runner import restored_environment
     from .serving import run_serve
 
     logging.getLogger("arc_hotpatch").setLevel(os.environ.get("HOTPATCH_LOG_LEVEL", "INFO").upper())
 
     fleet = build_fleet(machines, subscriptions, seed, scenario)
-    policy = build_policy(ctx)
-    run_serve(fleet=fleet, policy=policy, port=port, faults=check_faults(faults), speed=_speed(speed),
-              no_auth=no_auth, console=console)
+    policy, webhook = rehearsal_policy(ctx, Policy(), fleet)
+    with restored_environment(), webhook_environment(webhook), port_errors(port):
+        run_serve(fleet=fleet, policy=policy, port=port, faults=check_faults(faults), speed=_speed(speed),
+                  no_auth=no_auth, console=console)
 
 
 @app.command(context_settings=POLICY_CONTEXT, epilog=policy_flags_help())
@@ -224,17 +372,39 @@ def plan(
     Scope it with --subscriptions ID[,ID] and --resource-group NAME; --cloud or --arm-endpoint pick the cloud.
     App settings (HOTPATCH_*) in the environment are read first.
     """
-    from .runner import run_plan
+    from .runner import PlanError, run_plan
 
     try:
         policy = replace(build_policy(ctx, load_policy(os.environ)), dry_run=True)
     except SettingError as exc:
         raise fail(str(exc)) from None
-    result = _run_with_progress(lambda progress: run_plan(policy, progress=progress), None)
+    scope = ", ".join(policy.subscriptions) or "every readable subscription"
+    console.print(f"Plan (dry run) against {policy.resolved_arm_endpoint}: {scope}", highlight=False)
+    try:
+        result = _run_with_progress(lambda progress: run_plan(policy, progress=progress), None)
+    except PlanError as exc:
+        failed = {**exc.report, "error": str(exc)}
+        if failed.get("summary"):
+            print_summary(failed)
+        _write_report(report, failed)
+        raise fail(f"plan failed: {exc}", code=1) from None
     print_summary(result)
-    if report is not None:
-        report.write_text(json.dumps(result, indent=2) + "\n")
-        console.print(f"Report written to {report}")
+    errors = (result.get("rollout") or {}).get("errors") or []
+    if errors:
+        result["error"] = f"{len(errors)} subscription(s) could not be read"
+    _write_report(report, result)
+    if errors:
+        first = errors[0]
+        raise fail(f"plan incomplete: {len(errors)} subscription(s) could not be read "
+                   f"({first['subscription_id']}: {str(first['error']).splitlines()[0][:200]})", code=1)
+
+
+def _write_report(path: Path | None, report: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    console.print(f"Report written to {path}")
 
 
 def main() -> None:

@@ -6,10 +6,10 @@ app settings, the HTTP overrides and these flags can never drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from core.policy import SETTINGS, Policy, SettingError, apply_overrides, check_files
+from core.policy import SETTINGS, SETTINGS_BY_FIELD, Policy, SettingError, apply_overrides, check_files
 
 _BY_FLAG = {spec.flag: spec for spec in SETTINGS}
 _BOOLEAN = {"dry_run"}
@@ -59,6 +59,29 @@ def policy_from_flags(base: Policy, args: Sequence[str]) -> Policy:
         if spec is None:
             raise
         raise SettingError(spec.flag, exc.value, exc.accepted) from None
+
+
+def policy_from_environment(
+    base: Policy, environ: Mapping[str, str], *, ignore: Collection[str] = ()
+) -> Policy:
+    """``base`` with the app settings (``HOTPATCH_*``) found in ``environ`` applied, as ``load_policy`` reads
+    them (an empty or absent setting keeps ``base``'s value); ``ignore``: fields the caller decides itself
+    (the twin decides the ARM endpoint). Errors name the setting (``HOTPATCH_REBOOT_POLICY``)."""
+    overrides: dict[str, Any] = {}
+    for spec in SETTINGS:
+        raw = environ.get(spec.env)
+        if spec.field in ignore or raw is None:
+            continue
+        if raw.strip() == "" and spec.field not in ("escalation_webhook", "subscriptions"):
+            continue
+        overrides[spec.field] = raw
+    policy = base
+    for field_name, raw in overrides.items():
+        try:
+            policy = apply_overrides(policy, {field_name: raw})
+        except SettingError as exc:
+            raise SettingError(SETTINGS_BY_FIELD[field_name].env, exc.value, exc.accepted) from None
+    return check_files(policy, SETTINGS_BY_FIELD["baselines_file"].env)
 
 
 def policy_flags_help(base: Policy | None = None) -> str:

@@ -11,7 +11,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -19,6 +19,7 @@ import azure.durable_functions as df
 
 from core.policy import Policy
 
+from .azurite import ledger_environment
 from .clocks import Clock, SystemClock, VirtualClock
 from .durable_host import DurableHost
 from .twin import FleetTwin
@@ -45,8 +46,112 @@ def twin_environment(base_url: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextlib.contextmanager
+def scoped_environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    """Set (a string) or remove (None) these environment variables for the duration, then restore them."""
+    saved = {key: os.environ.get(key) for key in values}
+    try:
+        for key, value in values.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def restored_environment(prefix: str = "HOTPATCH_") -> Iterator[None]:
+    """Whatever runs inside may change ``prefix*`` variables (``serve`` writes its app settings): undone after."""
+    saved = {key: value for key, value in os.environ.items() if key.startswith(prefix)}
+    try:
+        yield
+    finally:
+        for key in [k for k in os.environ if k.startswith(prefix) and k not in saved]:
+            del os.environ[key]
+        os.environ.update(saved)
+
+
+def twin_scope(subscriptions: tuple[str, ...], twin_subscriptions: tuple[str, ...]) -> tuple[str, ...]:
+    """The subscriptions a rehearsal rolls out to: the configured ones (as the twin spells them), or,
+    when none are configured, every subscription of the twin.
+
+    Raises ValueError naming a configured subscription the twin does not have.
+    """
+    if not subscriptions:
+        return tuple(twin_subscriptions)
+    known = {s.lower(): s for s in twin_subscriptions}
+    missing = [s for s in subscriptions if s.lower() not in known]
+    if missing:
+        raise ValueError(
+            f"subscription {missing[0]} is not one of the fleet twin's subscriptions ({', '.join(twin_subscriptions)})"
+        )
+    return tuple(known[s.lower()] for s in subscriptions)
+
+
 def simulation_policy(policy: Policy, twin: FleetTwin) -> Policy:
-    return replace(policy, arm_endpoint=twin.base_url or "", subscriptions=tuple(twin.subscription_ids))
+    """``policy`` pointed at the twin: its endpoint, and the policy's scope (default: every twin subscription)."""
+    return replace(policy, arm_endpoint=twin.base_url or "",
+                   subscriptions=twin_scope(policy.subscriptions, tuple(twin.subscription_ids)))
+
+
+class RolloutFailed(RuntimeError):
+    """The rollout orchestration did not complete; ``report`` is what it had finished (may be empty)."""
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report or {}
+
+
+class PlanError(RuntimeError):
+    """``plan`` could not authenticate, reach ARM or finish; ``report`` holds what was done before it failed."""
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report or {}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def check_arm_access(policy: Policy) -> list[str]:
+    """Before a plan starts: a token for the policy's ARM endpoint, and the subscriptions it can read.
+
+    Raises PlanError (one line) when no token can be had (no sign-in: ``az login``, a managed
+    identity, or AZURE_* service principal settings), ARM cannot be reached, or it refuses the
+    token. Returns the readable subscription ids; a configured subscription missing from them
+    is left to the rollout, which reports it (and ``plan`` then exits non-zero).
+    """
+    from azure.core.exceptions import AzureError, HttpResponseError
+
+    from core.azure_clients import ArmConnection, subscription_client
+
+    endpoint = policy.resolved_arm_endpoint
+    try:
+        connection = ArmConnection.for_endpoint(endpoint, token=os.environ.get("HOTPATCH_ARM_TOKEN") or None)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    try:
+        connection.credential.get_token(*connection.credential_scopes)
+    except Exception as exc:
+        raise PlanError(f"cannot authenticate to {endpoint}: {_first_line(exc)}") from None
+    try:
+        readable = [str(s.subscription_id) for s in subscription_client(connection).subscriptions.list()]
+    except HttpResponseError as exc:
+        status = f"HTTP {exc.status_code}" if exc.status_code else "refused"
+        raise PlanError(f"ARM at {endpoint} refused to list subscriptions ({status}): {_first_line(exc)}") from None
+    except AzureError as exc:
+        raise PlanError(f"cannot reach ARM at {endpoint}: {_first_line(exc)}") from None
+    if not policy.subscriptions and not readable:
+        raise PlanError(f"the identity can read no subscription at {endpoint}")
+    return readable
 
 
 def execute_rollout(
@@ -74,13 +179,23 @@ def execute_rollout(
     ) as host:
         instance_id = host.start_new(ROLLOUT_ORCHESTRATOR, rollout_id, RolloutState(policy).to_json())
         stop_progress = _progress_thread(host, instance_id, expected_machines, progress)
+        client = df.DurableOrchestrationClient(host.client_binding_json())
+
+        def partial() -> dict[str, Any]:
+            try:
+                return host.run_client_coroutine(rollout_report(client, instance_id)) or {}
+            except Exception:
+                return {}
+
         try:
             final = host.run_until_complete([instance_id], timeout_real_s=timeout_real_s)[instance_id]
+        except Exception as exc:
+            raise RolloutFailed(f"the rollout did not finish: {_first_line(exc)}", partial()) from exc
         finally:
             stop_progress()
         if final["runtimeStatus"] != "Completed":
-            raise RuntimeError(f"the rollout orchestration ended {final['runtimeStatus']}: {final.get('output')}")
-        client = df.DurableOrchestrationClient(host.client_binding_json())
+            output = _first_line(Exception(str(final.get("output"))))
+            raise RolloutFailed(f"the rollout orchestration ended {final['runtimeStatus']}: {output}", partial())
         report = host.run_client_coroutine(rollout_report(client, instance_id))
         if report is None:
             raise RuntimeError("the rollout report could not be read")
@@ -128,7 +243,7 @@ def run_simulation(
     twin = FleetTwin(fleet, clock, faults, throttling=throttling)
     base_url = twin.start()
     try:
-        with twin_environment(base_url):
+        with twin_environment(base_url), ledger_environment():  # the audit ledger: Azurite unless configured
             report, host_metrics = execute_rollout(
                 clock, simulation_policy(policy, twin), expected_machines=len(fleet.machines), progress=progress,
                 timeout_real_s=timeout_real_s,
@@ -161,9 +276,16 @@ def run_plan(
     """A dry run of the rollout against the ARM endpoint of ``policy`` (real Azure by default).
 
     ``clock``: the system clock unless given (tests run ``plan`` against a twin on a virtual clock).
+    Raises PlanError (its ``report``: what was finished, with the ``error``) when ARM cannot be
+    authenticated to or reached (checked before the rollout starts), or the rollout fails;
+    subscriptions that cannot be read are in ``report["rollout"]["errors"]``.
     """
-    report, _ = execute_rollout(clock or SystemClock(), replace(policy, dry_run=True), expected_machines=0,
-                                progress=progress, timeout_real_s=6 * 3600)
+    check_arm_access(policy)
+    try:
+        report, _ = execute_rollout(clock or SystemClock(), replace(policy, dry_run=True), expected_machines=0,
+                                    progress=progress, timeout_real_s=6 * 3600)
+    except RolloutFailed as exc:
+        raise PlanError(str(exc), exc.report) from None
     return report
 
 

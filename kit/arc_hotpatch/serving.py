@@ -7,20 +7,34 @@ import threading
 from dataclasses import replace
 from typing import Any
 
+from core import policy as core_policy
+from core.ledger import connection_endpoint
 from core.policy import SETTINGS, Policy
 
+from .azurite import ledger_environment
 from .clocks import ScaledClock
 from .durable_host import run_serve as serve_app
-from .runner import twin_environment
+from .runner import twin_environment, twin_scope
 from .twin import FleetTwin
 from .twin.fleet import Fleet
 
 
 def policy_environment(policy: Policy) -> dict[str, str]:
-    """The app settings (HOTPATCH_*) that make the app's own ``load_policy`` return ``policy``."""
+    """The app settings (HOTPATCH_*) that make the app's own ``load_policy`` return ``policy``.
+
+    A secret setting (the escalation webhook, which ``to_json`` blanks) is written from the policy
+    itself when it has one and left out otherwise, so an empty policy field never wipes the
+    environment's own HOTPATCH_ESCALATION_WEBHOOK.
+    """
     data = policy.to_json()
+    secrets = set(getattr(core_policy, "SECRET_FIELDS", ()))
     env: dict[str, str] = {}
     for spec in SETTINGS:
+        if spec.field in secrets:
+            secret = getattr(policy, spec.field, "")
+            if secret:
+                env[spec.env] = str(secret)
+            continue
         value = data[spec.field]
         if isinstance(value, bool):
             value = "true" if value else "false"
@@ -37,23 +51,29 @@ def run_serve(
     """Serve until Ctrl-C (or ``stop_event``)."""
     import function_app
 
+    scope = twin_scope(policy.subscriptions, fleet.subscription_ids)  # HOTPATCH_SUBSCRIPTIONS may name some
     clock = ScaledClock(speed)
     twin = FleetTwin(fleet, clock, faults)
     twin_url = twin.start()
-    served_policy = replace(policy, arm_endpoint=twin_url, subscriptions=tuple(twin.subscription_ids))
+    served_policy = replace(policy, arm_endpoint=twin_url, subscriptions=scope)
     os.environ.update(policy_environment(served_policy))
     os.environ.setdefault("HOTPATCH_TASK_HUB", "ArcHotpatchLocal")
 
     def started(host: Any) -> None:
-        console.print(f"Fleet twin (ARM): {twin_url}  ({len(fleet.machines)} machines, x{speed:g} speed)")
+        console.print(f"Fleet twin: {twin_url}")
+        console.print(f"  ARM + {len(fleet.machines)} simulated machines, x{speed:g} speed; "
+                      f"machine truth: {twin_url}/_twin/machines/{{name}}")
         for subscription in twin.subscription_ids:
-            console.print(f"  subscription {subscription}")
+            out_of_scope = "" if subscription in scope else "  (out of scope: not in HOTPATCH_SUBSCRIPTIONS)"
+            console.print(f"  subscription {subscription}{out_of_scope}")
         key = "" if no_auth else f"?code={host.keys.function_key}"
-        url = f"{host.base_url}/api/subscriptions/{twin.subscription_ids[0]}/rollouts{key}"
+        url = f"{host.base_url}/api/subscriptions/{scope[0]}/rollouts{key}"
         console.print(f"Try: curl -X POST '{url}' -d '{{\"dry_run\": true}}'")
 
     try:
-        with twin_environment(twin_url):
+        with twin_environment(twin_url), ledger_environment() as ledger:  # the audit ledger: Azurite unless set
+            if ledger:
+                console.print(f"Audit ledger: Azurite table service {connection_endpoint(ledger)}")
             serve_app(
                 function_app.app, clock, port, no_auth, activity_workers=16, hub_name=os.environ["HOTPATCH_TASK_HUB"],
                 out=console.print, stop_event=stop_event, on_started=started,

@@ -40,6 +40,7 @@ BAD_VALUES = {
     "cloud": ("Mars", "AzureCloud | AzureUSGovernment | AzureChinaCloud"),
     "arm_endpoint": ("management.azure.com", "http(s) URL"),
     "baselines_file": ("/nonexistent/baselines.json", "cannot read"),
+    "disconnected_grace": ("later", "positive duration"),
 }
 
 
@@ -114,3 +115,128 @@ def test_parsers() -> None:
     assert [w.cumulative_size(200) for w in parse_waves("1,10%,100%")] == [1, 20, 200]
     assert parse_waves("5,3%")[1].cumulative_size(10) == 1
     assert str(parse_window("sat,sun 02:00-06:00")) == "Sat,Sun 02:00-06:00"
+
+
+# --- requests narrow, settings define the maximum ------------------------------------------------------------
+
+from core.policy import REQUEST_FIELDS, SETTINGS_BY_FIELD, NarrowingError, narrow  # noqa: E402
+
+STRICT = Policy(reboot_policy="approval", dry_run=False, concurrency=5, guardrail=0.2, resource_group="rg-main")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "check"),
+    [
+        ({"dry_run": True}, lambda p: p.dry_run is True),
+        ({"dry_run": False}, lambda p: p.dry_run is False),
+        ({"reboot_policy": "never"}, lambda p: p.reboot_policy == "never"),
+        ({"reboot_policy": "APPROVAL"}, lambda p: p.reboot_policy == "approval"),
+        ({"concurrency": 5}, lambda p: p.concurrency == 5),
+        ({"concurrency": 1}, lambda p: p.concurrency == 1),
+        ({"guardrail": "10%"}, lambda p: p.guardrail == pytest.approx(0.1)),
+        ({"waves": "100%"}, lambda p: len(p.waves) == 1),
+        ({"waves": ["1", 5, "100%"]}, lambda p: len(p.waves) == 3),
+        ({"resource_group": "RG-Main"}, lambda p: p.resource_group == "RG-Main"),
+        ({"enable_timeout": "30m", "reboot_timeout": 10, "approval_timeout": "1h", "run_command_timeout": "90s"},
+         lambda p: (p.enable_timeout, p.reboot_timeout, p.approval_timeout, p.run_command_timeout) == (
+             1800, 600, 3600, 90)),
+    ],
+)
+def test_a_request_may_narrow(overrides: dict, check) -> None:  # type: ignore[no-untyped-def]
+    narrowed = narrow(STRICT, overrides)
+    assert check(narrowed)
+    untouched = {f for f in SETTINGS_BY_FIELD if f not in overrides}
+    assert all(getattr(narrowed, f) == getattr(STRICT, f) for f in untouched)
+
+
+@pytest.mark.parametrize(
+    ("base", "overrides", "message"),
+    [
+        (STRICT, {"reboot_policy": "auto"}, "reboot_policy='auto' is not allowed in a request: HOTPATCH_REBOOT_POLICY"),
+        (STRICT, {"reboot_policy": "window"}, "auto < window < approval < never"),
+        (Policy(reboot_policy="never"), {"reboot_policy": "approval"}, "is 'never'"),
+        (Policy(dry_run=True), {"dry_run": False}, "HOTPATCH_DRY_RUN makes every run a dry run"),
+        (STRICT, {"concurrency": 6}, "HOTPATCH_CONCURRENCY allows at most 5"),
+        (STRICT, {"guardrail": 0.21}, "HOTPATCH_GUARDRAIL allows at most 0.2"),
+        (STRICT, {"enable_timeout": "31m"}, "HOTPATCH_ENABLE_TIMEOUT allows at most 1800s"),
+        (STRICT, {"approval_timeout": "25h"}, "HOTPATCH_APPROVAL_TIMEOUT"),
+        (STRICT, {"run_command_timeout": 11}, "HOTPATCH_RUN_COMMAND_TIMEOUT"),
+        (STRICT, {"reboot_timeout": "1h"}, "HOTPATCH_REBOOT_TIMEOUT"),
+        (STRICT, {"resource_group": "rg-other"}, "limits the scope to resource group 'rg-main'"),
+    ],
+)
+def test_a_request_may_not_widen(base: Policy, overrides: dict, message: str) -> None:
+    with pytest.raises(NarrowingError) as caught:
+        narrow(base, overrides)
+    assert str(caught.value).startswith(f"{next(iter(overrides))}=")
+    assert message in str(caught.value)
+
+
+def test_every_other_setting_is_fixed_by_the_app_settings() -> None:
+    fixed = [s for s in SETTINGS if s.field not in REQUEST_FIELDS]
+    assert {s.field for s in fixed} == {
+        "workaround_mode", "exclude_tag", "enable_poll_interval", "reboot_poll_interval", "run_command_attempts",
+        "maintenance_window", "escalation_webhook", "schedule", "subscriptions", "cloud", "arm_endpoint",
+        "baselines_file", "disconnected_grace"}
+    for spec in fixed:
+        with pytest.raises(NarrowingError, match=f"^{spec.field} cannot be set in a request: .*{spec.env}"):
+            narrow(Policy(), {spec.field: "x"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"dry_run": "yes"}, "dry_run='yes': expected a JSON boolean (true or false), not a JSON string"),
+        ({"dry_run": 1}, "a JSON boolean"),
+        ({"concurrency": 2.0}, "a JSON integer"),
+        ({"concurrency": "2"}, "a JSON integer"),
+        ({"concurrency": True}, "a JSON integer"),
+        ({"reboot_policy": ["never"]}, "a JSON string"),
+        ({"enable_timeout": True}, "a JSON string or number"),
+        ({"guardrail": None}, "a JSON string or number, not a JSON null"),
+        ({"waves": {"1": 1}}, "waves"),
+        ({"waves": [1.5]}, "waves"),
+        ({"waves": "1," * 60 + "100%"}, "at most 50 waves"),
+        ({"resource_group": "r" * 2000}, "at most 1024 characters"),
+        ({"rebootPolicy": "never"}, "a field a request may set"),
+    ],
+)
+def test_request_values_have_json_types(overrides: dict, message: str) -> None:
+    with pytest.raises(SettingError) as caught:
+        narrow(Policy(), overrides)
+    assert not isinstance(caught.value, NarrowingError)
+    assert message in str(caught.value)
+
+
+def test_errors_quote_a_short_prefix_of_a_bad_value() -> None:
+    with pytest.raises(SettingError) as caught:
+        narrow(Policy(), {"waves": "x" * 10_000_000})
+    assert len(str(caught.value)) < 400 and "…" in str(caught.value)
+    with pytest.raises(SettingError) as caught:
+        narrow(Policy(), {"k" * 10_000: 1})
+    assert len(str(caught.value)) < 600
+
+
+def test_the_webhook_is_no_part_of_the_policy_json() -> None:
+    secret = "https://hooks.example.test/x?sig=S3CR3T"
+    policy = Policy(escalation_webhook=secret)
+    assert policy.to_json()["escalation_webhook"] == "" and "S3CR3T" not in str(policy.to_json())
+    assert Policy.from_json({**policy.to_json(), "escalation_webhook": secret}).escalation_webhook == ""
+    data = policy.to_json()
+    del data["escalation_webhook"]
+    assert Policy.from_json(data) == Policy()
+    assert Policy.from_json(policy).escalation_webhook == ""
+
+
+def test_the_webhook_setting_is_read_and_its_value_never_quoted() -> None:
+    from core.policy import escalation_webhook_setting
+
+    assert escalation_webhook_setting({}) == ""
+    assert escalation_webhook_setting({"HOTPATCH_ESCALATION_WEBHOOK": "https://h.test/a?sig=1"}) == (
+        "https://h.test/a?sig=1")
+    with pytest.raises(SettingError) as caught:
+        escalation_webhook_setting({"HOTPATCH_ESCALATION_WEBHOOK": "ftp://h.test/?sig=S3CR3T"})
+    assert "S3CR3T" not in str(caught.value) and "HOTPATCH_ESCALATION_WEBHOOK" in str(caught.value)
+    with pytest.raises(SettingError) as caught:
+        load_policy({"HOTPATCH_ESCALATION_WEBHOOK": "ftp://h.test/?sig=S3CR3T"})
+    assert "S3CR3T" not in str(caught.value)

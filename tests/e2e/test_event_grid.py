@@ -4,6 +4,7 @@ Event Grid at once gets one orchestration and one reboot."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -15,6 +16,8 @@ import requests
 from arc_hotpatch.twin import machine_spec
 from orchestrators.instances import machine_instance_id
 from tests.rig import Served, ServeFleet, write_event
+
+OLD = "10.0.26100.4000"  # no licensing workaround: no reboot
 
 IGNORED: dict[str, Callable[[str], dict[str, Any]]] = {
     # our own writes to the machine: enablement and Run Command must not restart its orchestration
@@ -151,3 +154,113 @@ def test_a_bad_app_setting_fails_the_delivery_so_event_grid_retries(serve_fleet:
     monkeypatch.setenv("HOTPATCH_REBOOT_POLICY", "auto")
     assert served.deliver_events([event]).status_code == 202  # Event Grid's retry succeeds
     assert served.machine_instances() == [machine_instance_id(served.twin.resource_id("existing"))]
+
+
+# --- scope: an event for a machine outside the configured scope is skipped with one log line ------------------
+
+def test_events_outside_the_configured_scope_are_skipped_with_one_log_line(
+    serve_fleet: ServeFleet, caplog: pytest.LogCaptureFixture
+) -> None:
+    served = serve_fleet({"in-scope": {"resource_group": "rg-in"}, "other-group": {"resource_group": "rg-out"},
+                          "other-subscription": {"subscription": 1, "resource_group": "rg-in"}}, subscriptions=2)
+    first = served.twin.subscription_ids[0]
+    served.set_policy(subscriptions=first, resource_group="RG-IN")  # resource group names are case-insensitive
+    caplog.set_level("INFO", logger="arc_hotpatch.triggers")
+    for name, reason in (("other-group", "resource group rg-out"),
+                         ("other-subscription", f"subscription {served.twin.subscription_ids[1]}")):
+        caplog.clear()
+        delivered = served.deliver_events([write_event(served.twin.resource_id(name), event_id=f"e-{name}")])
+        assert delivered.status_code == 202, delivered.text
+        ignored = [r.getMessage() for r in caplog.records if "event_ignored" in r.getMessage()]
+        assert len(ignored) == 1 and f"id=e-{name}" in ignored[0] and "reason=out of scope" in ignored[0], ignored
+        assert reason in ignored[0], ignored
+    assert served.host.instance_ids() == [], "nothing outside the scope started"
+    assert served.deliver_events([write_event(served.twin.resource_id("in-scope"))]).status_code == 202
+    assert served.machine_instances() == [machine_instance_id(served.twin.resource_id("in-scope"))]
+
+
+# --- CloudEvents 1.0 deliveries ----------------------------------------------------------------------------------
+
+def cloud_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The CloudEvents 1.0 form of an Event Grid schema event (as Event Grid sends it with the CloudEvents schema)."""
+    return {"specversion": "1.0", "id": event["id"], "source": event["topic"], "type": event["eventType"],
+            "subject": event["subject"], "time": event["eventTime"], "datacontenttype": "application/json",
+            "data": event["data"]}
+
+
+def post_cloud(served: Served, body: Any, content_type: str, **headers: str) -> requests.Response:
+    return served.http.post(f"{served.base_url}/runtime/webhooks/eventgrid",
+                            params={"functionName": "on_arc_machine_written"},
+                            data=body if isinstance(body, (str, bytes)) else json.dumps(body),
+                            headers={"Content-Type": content_type, **headers}, timeout=30)
+
+
+def test_cloudevents_structured_and_batch_deliveries_enroll_machines(serve_fleet: ServeFleet) -> None:
+    served = serve_fleet({"one": {"os_version": OLD}, "two": {"os_version": OLD}, "three": {"os_version": OLD}})
+    ids = {name: served.twin.resource_id(name) for name in ("one", "two", "three")}
+    single = post_cloud(served, cloud_event(write_event(ids["one"], event_id="ce-1")), "application/cloudevents+json")
+    assert single.status_code == 202, single.text
+    batch = [cloud_event(write_event(ids[name], event_id=f"ce-{name}")) for name in ("two", "three")]
+    delivered = post_cloud(served, batch, "application/cloudevents-batch+json; charset=utf-8",
+                           **{"aeg-event-type": "Notification"})
+    assert delivered.status_code == 202, delivered.text
+    for name, event_id in (("one", "ce-1"), ("two", "ce-two"), ("three", "ce-three")):
+        status = served.wait_for_instance(machine_instance_id(ids[name]))
+        assert status["runtimeStatus"] == "Completed", status
+        assert status["customStatus"]["rollout_id"] == f"event-{event_id}"
+        assert status["output"]["state"] == "hotpatch_enabled"
+    # Another type of CloudEvent is acknowledged and ignored, like an Event Grid schema one.
+    other = cloud_event(write_event(ids["one"], event_id="ce-del",
+                                    event_type="Microsoft.Resources.ResourceDeleteSuccess"))
+    assert post_cloud(served, other, "application/cloudevents+json").status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("change", "content_type", "message"),
+    [
+        ({"specversion": "0.3"}, "application/cloudevents+json", 'specversion must be "1.0"'),
+        ({"type": None}, "application/cloudevents+json", "lacks required attribute(s) (non-empty strings): type"),
+        ({"source": ""}, "application/cloudevents-batch+json", "source"),
+        ({"time": 5}, "application/cloudevents+json", "time must be a string"),
+        ({"data_base64": "AAAA"}, "application/cloudevents+json", "data_base64"),
+        ({"time": "not a time"}, "application/cloudevents+json", "event"),
+    ],
+    ids=["old_specversion", "no_type", "empty_source", "time_not_a_string", "binary_data", "bad_time"],
+)
+def test_malformed_cloudevents_are_400_naming_the_schema_expected(
+    serve_fleet: ServeFleet, change: dict[str, Any], content_type: str, message: str
+) -> None:
+    served = serve_fleet({"m": {}})
+    event = cloud_event(write_event(served.twin.resource_id("m"))) | change
+    event = {k: v for k, v in event.items() if v is not None}
+    response = post_cloud(served, [event] if "batch" in content_type else event, content_type)
+    assert response.status_code == 400, response.text
+    said = response.json()["Message"]
+    assert message in said and "CloudEvents 1.0 in structured mode" in said, said
+    assert served.host.instance_ids() == []
+
+
+def test_bodies_of_neither_schema_are_400_never_500(serve_fleet: ServeFleet) -> None:
+    served = serve_fleet({"m": {}})
+    for body, content_type in ((json.dumps({"not": "an event"}), "application/cloudevents+json"),
+                               ("[" * 50_000, "application/json"),
+                               (b"\xff\xfe", "application/cloudevents+json"),
+                               (json.dumps("a string"), "application/cloudevents+json")):
+        response = post_cloud(served, body, content_type, **{"aeg-event-type": "Notification"})
+        assert response.status_code == 400, (body[:30], response.text)
+        said = response.json()["Message"]
+        assert "CloudEvents 1.0" in said and "Event Grid schema" in said, said
+    binary = post_cloud(served, "{}", "application/json", **{"ce-specversion": "1.0", "ce-type": "x"})
+    assert binary.status_code == 400 and "binary mode" in binary.text
+    assert served.host.instance_ids() == []
+
+
+def test_the_cloudevents_abuse_protection_handshake(serve_fleet: ServeFleet) -> None:
+    served = serve_fleet({"m": {}})
+    url = f"{served.base_url}/runtime/webhooks/eventgrid"
+    params = {"functionName": "on_arc_machine_written"}
+    answered = served.http.options(url, params=params, headers={"WebHook-Request-Origin": "eventgrid.azure.net"},
+                                   timeout=30)
+    assert answered.status_code == 200, answered.text
+    assert answered.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
+    assert served.http.options(url, params=params, timeout=30).status_code == 400

@@ -1,4 +1,5 @@
-"""``python -m arc_hotpatch serve`` as a person runs it: a separate process, its printed URLs, a dry run over HTTP."""
+"""``python -m arc_hotpatch serve`` as a person runs it: a separate process, its printed URLs, a dry run over HTTP,
+the scope of HOTPATCH_SUBSCRIPTIONS kept, and the twin's truth read with a plain GET."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import IO
 
 import requests
 
+from arc_hotpatch.twin.fleet import subscription_ids_for
 from tests.rig import FINISHED, wait_until
 
 REPO = Path(__file__).parents[2]
@@ -31,8 +33,10 @@ def read_lines(stream: IO[str], into: queue.Queue[str]) -> None:
 def test_serve_runs_a_dry_run_over_http() -> None:
     python = REPO / ".venv/bin/python"
     command = [str(python if python.exists() else sys.executable), "-m", "arc_hotpatch", "serve", "--port", "0",
-               "--machines", "5", "--no-auth", "--speed", "600"]
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("HOTPATCH_")} | {"PYTHONUNBUFFERED": "1"}
+               "--machines", "10", "--subscriptions", "2", "--seed", "0", "--no-auth", "--speed", "600"]
+    in_scope, out_of_scope = subscription_ids_for(0, 2)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("HOTPATCH_")} | {
+        "PYTHONUNBUFFERED": "1", "HOTPATCH_SUBSCRIPTIONS": in_scope}  # the app setting names one of the two
     process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     try:
@@ -40,8 +44,9 @@ def test_serve_runs_a_dry_run_over_http() -> None:
         threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
         printed: list[str] = []
         found: dict[str, str] = {}
-        patterns = {"base": r"listening on (http://127\.0\.0\.1:\d+)", "twin": r"Fleet twin \(ARM\): (http://\S+)",
-                    "subscription": r"^\s+subscription ([0-9a-f-]{36})\s*$"}
+        patterns = {"base": r"listening on (http://127\.0\.0\.1:\d+)", "twin": r"^Fleet twin: (http://127\.0\.0\.1:\d+)$",
+                    "subscription": r"^\s+subscription ([0-9a-f-]{36})\s*$",
+                    "outside": r"^\s+subscription ([0-9a-f-]{36})\s+\(out of scope"}
         deadline = time.monotonic() + STARTUP_S
         while len(found) < len(patterns):
             assert process.poll() is None, "serve exited:\n" + "".join(printed)
@@ -52,9 +57,14 @@ def test_serve_runs_a_dry_run_over_http() -> None:
                 continue
             printed.append(line)
             for key, pattern in patterns.items():
-                match = re.search(pattern, line)
+                match = re.search(pattern, line.rstrip("\n"))
                 if match and key not in found:
                     found[key] = match.group(1)
+
+        assert (found["subscription"], found["outside"]) == (in_scope, out_of_scope), "".join(printed)
+        refused = requests.post(f"{found['base']}/api/subscriptions/{out_of_scope}/rollouts", json={"dry_run": True},
+                                timeout=30)
+        assert refused.status_code == 403, refused.text
 
         started = requests.post(f"{found['base']}/api/subscriptions/{found['subscription']}/rollouts",
                                 json={"dry_run": True}, timeout=30)
@@ -70,7 +80,7 @@ def test_serve_runs_a_dry_run_over_http() -> None:
         report = requests.get(f"{found['base']}/api/rollouts/{started.json()['id']}/report", timeout=30).json()
 
         rows = report["machines"]
-        assert report["summary"]["machines"] == len(rows) == 5
+        assert report["summary"]["machines"] == len(rows) and {row["subscription_id"] for row in rows} == {in_scope}
         assert {row["state"] for row in rows} <= CHECK_DECIDED | {"planned"}, [(r["name"], r["state"]) for r in rows]
         planned = [row for row in rows if row["state"] == "planned"]
         assert planned and all(row["actions"] and row["reason"] == "dry_run" for row in planned)
@@ -84,6 +94,10 @@ def test_serve_runs_a_dry_run_over_http() -> None:
         assert arm.status_code == 200, arm.text
         machines = arm.json()["value"]
         assert {m["id"] for m in machines} == {row["id"] for row in rows}
+        for row in rows:  # the twin's truth, outside ARM, with a plain GET: a dry run rebooted nothing
+            truth = requests.get(f"{found['twin']}/_twin/machines/{row['name']}", timeout=30)
+            assert truth.status_code == 200, truth.text
+            assert (truth.json()["id"], truth.json()["boot_count"], truth.json()["boots"]) == (row["id"], 0, [])
         would_enable = [row for row in planned if "enable_hotpatch" in row["actions"]]
         assert would_enable
         for row in would_enable:

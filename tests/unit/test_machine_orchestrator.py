@@ -16,6 +16,7 @@ from core.facts import MachineFacts
 from core.policy import Policy
 from core.readiness import Readiness
 from core.schedule import format_utc
+from orchestrators.machine import READINESS_RETRY_AFTER_REBOOT_S
 
 from .history_builder import T0, Step
 from .machine_history import (
@@ -111,9 +112,38 @@ def test_exclusion_tag_settles_from_the_arm_resource_alone_before_any_other_chec
     ],
 )
 def test_arm_fact_checks_decide_without_a_run_command(changes, final_state, reason):
-    state = MachineHistory().read_machine(arm_facts(**changes)).replay()
+    # recheck: a machine read again after a Disconnected read; that second read decides (next tests).
+    state = MachineHistory(recheck=True).read_machine(arm_facts(**changes)).replay()
     assert state.labels == ["get_machine"]
     assert outcome(state) == (final_state, reason, [], 0)
+
+
+def test_a_machine_a_window_waits_for_that_reads_disconnected_is_handed_back_to_be_read_again_later():
+    h = MachineHistory(record_under=WINDOW).read_machine(arm_facts(status="Disconnected"))
+    (record,) = h.replay().new_steps
+    assert (record.label, record.instance_id) == ("rollout_record", f"{WINDOW}:r:unit")
+    assert record.input["deferred"] is True and record.input["row"]["reason"] == "awaiting_recheck"
+    assert record.input["row"]["state"] == "planned" and not record.input["member"]
+
+
+def test_a_machine_no_window_waits_for_reads_disconnected_again_after_the_grace_period():
+    h = MachineHistory(policy(disconnected_grace=7 * 60)).read_machine(arm_facts(status="Disconnected"))
+    state = h.replay()
+    assert state.new_steps == [Step("timer", fire_at=h.now + 7 * 60 * SECONDS)]
+    h.timer(h.now + 7 * 60 * SECONDS).read_machine()  # the agent flapped: Connected again
+    (start,) = h.replay().new_steps
+    assert start.label == "start_script:readiness"
+
+
+def test_a_machine_still_disconnected_after_the_grace_period_is_skipped():
+    h = MachineHistory().read_machine(arm_facts(status="Disconnected"))
+    h.timer(h.now + 600 * SECONDS).read_machine(arm_facts(status="Disconnected"))
+    assert outcome(h.replay()) == ("skipped_disconnected", "agent_disconnected", [], 0)
+
+
+def test_a_dry_run_reports_a_disconnected_machine_without_waiting():
+    state = MachineHistory(policy(dry_run=True)).read_machine(arm_facts(status="Disconnected")).replay()
+    assert outcome(state) == ("skipped_disconnected", "agent_disconnected", [], 0)
 
 
 def test_a_deleted_machine_is_skipped_without_a_run_command():
@@ -536,7 +566,7 @@ def test_with_record_under_the_outcome_is_recorded_for_the_window_before_complet
     state = h.recorded().replay()
     assert outcome(state) == ("hotpatch_enabled", "already_enabled", [], 0)
     assert record.input == {"instance_id": "unit", "machine_id": MACHINE_ID, "row": state.output, "member": False,
-                            "queued": False, "assess_only": False}
+                            "queued": False, "assess_only": False, "deferred": False}
 
 
 def test_an_escalated_machine_is_recorded_after_its_escalation_as_a_member_of_its_wave():
@@ -558,7 +588,7 @@ def test_an_assessed_machine_waiting_for_its_wave_is_recorded_as_queued():
 
 
 def test_an_outcome_recorded_before_does_not_fail_the_machine():
-    h = MachineHistory(record_under=WINDOW).read_machine(arm_facts(status="Disconnected"))
+    h = MachineHistory(record_under=WINDOW, recheck=True).read_machine(arm_facts(status="Disconnected"))
     state = h.sub_orchestration_fails("rollout_record", "an instance with this id exists").replay()
     assert outcome(state) == ("skipped_disconnected", "agent_disconnected", [], 0)
 
@@ -572,9 +602,34 @@ def test_the_reboot_is_timed_from_the_apply_changes_attempt_that_scheduled_it():
 
 
 def test_readiness_in_the_reboot_wait_never_runs_past_the_reboot_deadline():
-    h = after_assess(NEEDS_BOTH, policy(reboot_timeout=600)).apply_changes()
-    deadline = h.requested_at + 600 * SECONDS
+    h = after_assess(NEEDS_BOTH, policy(reboot_timeout=560)).apply_changes()
+    deadline = h.requested_at + 560 * SECONDS
     h.timer(h.requested_at + REBOOT_FIRST_CHECK).read_machine()
     (start,) = h.replay().new_steps
     assert start.label == "start_script:readiness"
-    assert start.input["timeout_s"] == (deadline - h.now).total_seconds() < 600, "the run ends at the deadline"
+    assert start.input["timeout_s"] == (deadline - h.now).total_seconds() < 120, "the run ends at the deadline"
+
+
+def test_a_readiness_result_lost_after_the_reboot_is_looked_for_again_soon():
+    # A lost result must not hold the machine until the run timeout (600 s) runs past the reboot deadline.
+    h = after_assess(NEEDS_BOTH).apply_changes()
+    h.timer(h.requested_at + REBOOT_FIRST_CHECK).read_machine()
+    (start,) = h.replay().new_steps
+    assert start.label == "start_script:readiness"
+    assert start.input["timeout_s"] == READINESS_RETRY_AFTER_REBOOT_S < Policy().run_command_timeout
+
+
+def test_a_restart_an_earlier_run_asked_for_is_waited_for_and_never_requested_again():
+    # An earlier orchestration (terminated after apply_changes scheduled the restart) left it pending.
+    pending = replace(NEEDS_BOTH, vbs_configured=1, licensing_override=1, license_mutex=False,
+                      reboot_pending=("arc_hotpatch",))
+    h = MachineHistory().read_machine().run_readiness(pending)
+    asked_at = h.now
+    state = h.replay()
+    assert state.new_steps == [Step("timer", fire_at=asked_at + REBOOT_FIRST_CHECK)], "it waits for that restart"
+    back = replace(READY, last_boot=format_utc(asked_at + 100 * SECONDS))
+    h.timer(asked_at + REBOOT_FIRST_CHECK).read_machine().run_readiness(back)
+    # Back with VSM running and the workaround active: only enablement is left, no second reboot.
+    carried = continued(h.replay())
+    assert carried.carry.phase == "enable" and carried.carry.reboots == 0
+    assert "apply_changes" not in [s.label.split(":")[-1] for s in h.replay().new_steps]

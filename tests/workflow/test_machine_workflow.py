@@ -94,8 +94,10 @@ def test_every_spec_state_and_reason_is_covered() -> None:
     covered = {c[3][0] for c in CASES} | {"halted"}  # halted: tests/workflow/test_rollout.py
     assert covered == {s.value for s in FinalState}
     # guardrail: test_rollout_simulation; orchestration_failed: test_cli_and_policies; machine_not_found: below;
-    # awaiting_wave is no final reason (tests/e2e/test_rollout_scale_and_guardrail.py: never in a report)
-    reasons = {c[3][1] for c in CASES} | {"guardrail", "orchestration_failed", "machine_not_found", "awaiting_wave"}
+    # awaiting_wave and awaiting_recheck are no final reasons (tests/e2e/test_rollout_scale_and_guardrail.py and
+    # tests/unit: never in a report)
+    reasons = {c[3][1] for c in CASES} | {"guardrail", "orchestration_failed", "machine_not_found", "awaiting_wave",
+                                          "awaiting_recheck"}
     assert {r.value for r in Reason} <= reasons | {"agent_disconnected"}
 
 
@@ -218,7 +220,7 @@ def test_run_command_failure_is_retried_before_escalating(rig_for) -> None:
     assert "ExtensionBlocked" in row["detail"] or "blocklist" in row["detail"]
 
 
-def test_escalation_posts_to_the_webhook_without_logging_its_url(rig_for, caplog) -> None:
+def test_escalation_posts_to_the_webhook_without_logging_its_url(rig_for, caplog, monkeypatch) -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -240,7 +242,9 @@ def test_escalation_posts_to_the_webhook_without_logging_its_url(rig_for, caplog
     try:
         caplog.set_level("INFO")
         rig = rig_for({"m": {"enable_outcome": "fail", "os_version": OLD}})
-        row = rig.run_machine("m", escalation_webhook=secret_url)
+        # The activity reads the URL from the app setting: it never travels in an orchestration's input.
+        monkeypatch.setenv("HOTPATCH_ESCALATION_WEBHOOK", secret_url)
+        row = rig.run_machine("m")
     finally:
         server.shutdown()
     assert row["reason"] == "enable_failed"

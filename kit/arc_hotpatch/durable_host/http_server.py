@@ -7,6 +7,14 @@
   ``/api``, the durable management API under ``/runtime/webhooks/durabletask``
   (the URLs ``create_check_status_response`` builds), Event Grid deliveries at
   ``/runtime/webhooks/eventgrid?functionName=NAME`` and ``/admin/functions/{name}``.
+- Event Grid deliveries in the Event Grid schema (a JSON array, header ``aeg-event-type``) or in the
+  CloudEvents 1.0 schema, structured mode (``application/cloudevents+json``: one object with
+  ``specversion`` "1.0") or batch (``application/cloudevents-batch+json``: an array of them), which
+  are mapped to Event Grid schema events (``type`` -> eventType, ``source`` -> topic, ``time`` ->
+  eventTime); anything else is a 400 naming the schemas expected. The CloudEvents abuse-protection
+  handshake (``OPTIONS`` with ``WebHook-Request-Origin``) is answered with ``WebHook-Allowed-Origin``.
+- The access log of the public server never shows keys: ``code=`` query values and key headers
+  are written ``***`` (``redact``).
 - Client functions (HTTP, timer and Event Grid triggers with a ``durableClient``
   binding) run on one process-wide event loop, as the Python worker runs them on its
   loop: the SDK keeps a module-level aiohttp session bound to that loop.
@@ -22,6 +30,7 @@ import functools
 import inspect
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -32,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from azure.functions import HttpResponse as FuncHttpResponse
 from azure.functions import meta
 from azure.functions.eventgrid import EventGridEventInConverter
@@ -60,6 +70,36 @@ DEFAULT_ORIGIN = "http://localhost:7071"  # what the extension uses when no host
 WEBHOOK_PATH = "/runtime/webhooks/durabletask"
 RPC_PATH = "/durabletask/"
 INSTANCE_PLACEHOLDER = "INSTANCEID"
+CLOUDEVENTS_JSON = "application/cloudevents+json"
+CLOUDEVENTS_BATCH_JSON = "application/cloudevents-batch+json"
+EXPECTED_SCHEMAS = (
+    "expected the Event Grid schema (a JSON array of events with id, eventType, subject, eventTime, data, "
+    "dataVersion) or CloudEvents 1.0 in structured mode (application/cloudevents+json: one object with "
+    'specversion "1.0", id, source, type) or batch mode (application/cloudevents-batch+json: an array of them)'
+)
+KEY_HEADERS = ("x-functions-key",)
+_CODE_QUERY = re.compile(r"(?i)((?:^|[?&;])code=)[^&;#]*")
+
+
+def redact(text: str) -> str:
+    """``text`` (a URL, path or query) with every ``code=`` value written ``***``."""
+    return _CODE_QUERY.sub(r"\1***", text)
+
+
+class RedactingAccessLogger(AbstractAccessLogger):
+    """The public server's access log: like aiohttp's, with keys (``code=``, key headers) written ``***``."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        keys = " ".join(f"{name}=***" for name in KEY_HEADERS if name in request.headers)
+        self.logger.info(
+            '%s "%s %s HTTP/%d.%d" %d %s %.3fs%s', request.remote, request.method, redact(request.path_qs),
+            request.version.major, request.version.minor, response.status, response.body_length, time,
+            f" {keys}" if keys else "",
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
 
 
 @dataclass(frozen=True)
@@ -169,7 +209,7 @@ class HttpRuntime:
 
     # ------------------------------------------------------------------ lifecycle
     async def _start_site(self, app: web.Application, port: int, access_log: logging.Logger | None = None) -> int:
-        runner = web.AppRunner(app, access_log=access_log)
+        runner = web.AppRunner(app, access_log=access_log, access_log_class=RedactingAccessLogger)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port)
         try:
@@ -632,8 +672,10 @@ class HttpRuntime:
         return _to_web_response(route.function, result)
 
     async def _event_grid(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "OPTIONS":
+            return _cloudevents_handshake(request)
         if request.method != "POST":
-            return _error(405, "Event Grid deliveries must use POST")
+            return _error(405, "Event Grid deliveries must use POST (or OPTIONS for the CloudEvents handshake)")
         name = request.query.get("functionName")
         if not name:
             return _error(400, "missing query parameter functionName")
@@ -641,12 +683,26 @@ class HttpRuntime:
         if info is None or info.trigger_type != EVENT_GRID_TRIGGER:
             return _error(404, f"no Event Grid trigger function named '{name}'")
         event_type = request.headers.get("aeg-event-type", "")
+        content_type = request.content_type.lower()
+        if "ce-specversion" in request.headers and content_type not in (CLOUDEVENTS_JSON, CLOUDEVENTS_BATCH_JSON):
+            return _error(400, f"CloudEvents binary mode is not supported: {EXPECTED_SCHEMAS}")
         try:
-            events = json.loads(await request.text())
-        except json.JSONDecodeError as exc:
-            return _error(400, f"malformed Event Grid body: not JSON ({exc})")
+            body = json.loads((await request.read()).decode("utf-8-sig"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            return _error(400, f"malformed Event Grid body: not JSON ({type(exc).__name__}); {EXPECTED_SCHEMAS}")
+        if _is_cloudevents(body, content_type):
+            if event_type not in ("", "Notification"):
+                return _error(400, f"a CloudEvents delivery cannot be aeg-event-type {event_type[:60]!r}")
+            try:
+                now = self.host.clock.now()
+                events = [_from_cloudevent(e, now) for e in (body if isinstance(body, list) else [body])]
+            except ValueError as exc:
+                return _error(400, f"malformed CloudEvents body: {exc}; {EXPECTED_SCHEMAS}")
+            event_type = "Notification"
+        else:
+            events = body
         if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
-            return _error(400, "malformed Event Grid body: expected a JSON array of event objects")
+            return _error(400, f"malformed Event Grid body: {EXPECTED_SCHEMAS}")
         if event_type == "SubscriptionValidation":
             code = next(
                 (e.get("data", {}).get("validationCode") for e in events if isinstance(e.get("data"), dict)), None
@@ -661,13 +717,13 @@ class HttpRuntime:
         try:
             decoded = [_event_grid_event(event) for event in events]
         except ValueError as exc:
-            return _error(400, f"malformed Event Grid body: {exc}")
+            return _error(400, f"malformed Event Grid body: {exc}; {EXPECTED_SCHEMAS}")
         failures = []
         for event, value in zip(events, decoded, strict=True):
             try:
                 await self.invoke_async(info, value, track=False)
             except Exception as exc:
-                log.exception("Event Grid function %s failed for event %s", name, event.get("id"))
+                log.exception("Event Grid function %s failed for event %s", name, str(event.get("id"))[:100])
                 failures.append(f"event {event.get('id')!r}: {type(exc).__name__}: {exc}")
         if failures:
             return _json_response(500, {"error": f"function '{name}' failed", "failures": failures})
@@ -712,6 +768,48 @@ class HttpRuntime:
 def _origin(request: web.Request) -> str:
     parts = urlsplit(str(request.url))
     return f"{parts.scheme}://{parts.netloc}"
+
+
+def _cloudevents_handshake(request: web.Request) -> web.Response:
+    """The CloudEvents webhook abuse-protection handshake: allow the origin that asks."""
+    origin = request.headers.get("WebHook-Request-Origin")
+    if not origin:
+        return _error(400, "an OPTIONS request here is the CloudEvents handshake: it needs WebHook-Request-Origin")
+    return web.Response(status=200, headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*",
+                                             "Allow": "POST, OPTIONS"})
+
+
+def _is_cloudevents(body: Any, content_type: str) -> bool:
+    """Whether a delivery is in the CloudEvents schema (its content type, or events with ``specversion``)."""
+    if content_type in (CLOUDEVENTS_JSON, CLOUDEVENTS_BATCH_JSON):
+        return True
+    if isinstance(body, dict):
+        return "specversion" in body
+    return isinstance(body, list) and bool(body) and all(isinstance(e, dict) and "specversion" in e for e in body)
+
+
+def _from_cloudevent(event: Any, now: datetime) -> dict[str, Any]:
+    """A CloudEvents 1.0 event (structured mode) as the Event Grid schema event it stands for (``time``: ``now``
+    when it has none)."""
+    if not isinstance(event, dict):
+        raise ValueError("a CloudEvent must be a JSON object")
+    where = f"event {str(event.get('id'))[:60]!r}"
+    if event.get("specversion") != "1.0":
+        raise ValueError(f"{where}: specversion must be \"1.0\", not {str(event.get('specversion'))[:20]!r}")
+    missing = [key for key in ("id", "source", "type") if not isinstance(event.get(key), str) or not event[key]]
+    if missing:
+        raise ValueError(f"{where} lacks required attribute(s) (non-empty strings): {', '.join(missing)}")
+    for key in ("subject", "time", "dataschema"):
+        if key in event and event[key] is not None and not isinstance(event[key], str):
+            raise ValueError(f"{where}: {key} must be a string")
+    if "data_base64" in event:
+        raise ValueError(f"{where}: binary data (data_base64) is not supported; send JSON data")
+    return {
+        "id": event["id"], "eventType": event["type"], "subject": event.get("subject") or "",
+        "eventTime": event.get("time") or h.format_time(now),
+        "data": event.get("data"), "dataVersion": event.get("dataschema") or "", "topic": event["source"],
+        "metadataVersion": "1",
+    }
 
 
 def _event_grid_event(event: Any) -> Any:

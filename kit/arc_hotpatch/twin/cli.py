@@ -48,6 +48,9 @@ def run_twin_cli(
             f'Microsoft.HybridCompute/machines?api-version={HYBRID_COMPUTE_API_VERSION}"',
             file=out,
         )
+        sample = fleet.machines[0].name
+        print("  each machine's truth (boots, VSM, Hotpatch; no token needed, outside ARM):", file=out)
+        print(f'    curl "{base_url}/_twin/machines/{sample}"', file=out)
         waiter = stop or threading.Event()
         try:
             print("  Ctrl-C to stop.", file=out, flush=True)  # inside the try: a Ctrl-C right after it is handled

@@ -4,6 +4,10 @@ Every request is counted under its route's operation and gets ARM's request and
 correlation ids; an ``ArmError`` from the middleware or a handler becomes ARM's error
 response, and any other exception a 500 in ARM's shape (a twin bug must not hang the
 client). The response observer, if any, sees every exchange.
+
+Paths under ``/_twin`` are the twin's own namespace (``handlers/truth.py``: the machines'
+truth, e.g. ``boot_count``): answered before routing, without ARM's middleware (no
+authentication, throttling or faults), not counted in the ARM metrics nor observed.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from aiohttp import web
 from ..clocks import Clock
 from .arm import ArmError, invalid_content
 from .calls import Call, ExchangeRecord, Reply
+from .handlers import truth
 from .middleware import Middleware
 from .routes import resolve
 from .seeding import stable_uuid
@@ -40,6 +45,9 @@ class Dispatcher:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The response to one request (aiohttp wants the handler to be a coroutine function)."""
         now = self._clock.now()
+        if truth.is_twin_path(request.path):
+            query = {key.lower(): value for key, value in request.query.items()}
+            return _response(truth.answer(self._state, now, request.method.upper(), request.path, query), {})
         state, metrics = self._state, self._state.metrics
         metrics.requests += 1
         sequence = metrics.requests
@@ -77,10 +85,14 @@ class Dispatcher:
         headers.update(reply.headers)
         if self._observer is not None:
             self._observer(_record(call, reply))
-        if reply.body is None:
-            return web.Response(status=reply.status, headers=headers)
-        payload = json.dumps(reply.body, separators=(",", ":")).encode()
-        return web.Response(status=reply.status, body=payload, headers=headers, content_type="application/json")
+        return _response(reply, headers)
+
+
+def _response(reply: Reply, headers: dict[str, str]) -> web.Response:
+    if reply.body is None:
+        return web.Response(status=reply.status, headers=headers)
+    payload = json.dumps(reply.body, separators=(",", ":")).encode()
+    return web.Response(status=reply.status, body=payload, headers=headers, content_type="application/json")
 
 
 def _record(call: Call, reply: Reply) -> ExchangeRecord:

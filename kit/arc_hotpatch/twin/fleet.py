@@ -37,10 +37,17 @@ MACHINE_NAME = re.compile(r"^[a-zA-Z0-9\-_.]{1,54}$")
 RESOURCE_GROUP_NAME = re.compile(r"^[-\w._()]{1,90}$")
 WINDOWS_VERSION = re.compile(r"^10\.0\.(\d+)\.(\d+)$")
 DEFAULT_RESOURCE_GROUP = "rg-arc-servers"
+MAX_MACHINES = 100_000  # a fleet's bound: scenario counts, generated fleets, ``--machines``
+MAX_SUBSCRIPTIONS = 1000
+MAX_SCENARIO_BYTES = 64 * 1024 * 1024  # a scenario file larger than this is refused before it is read
 
 
 class ScenarioError(ValueError):
     """An invalid scenario; the message names where (``groups[2].machine.vbs_status``) and why."""
+
+
+class FleetTooLarge(ScenarioError):
+    """A fleet past ``MAX_MACHINES`` machines (or ``MAX_SUBSCRIPTIONS`` subscriptions), refused before it is built."""
 
 
 @dataclass(frozen=True)
@@ -260,10 +267,14 @@ def subscription_ids_for(seed: int, count: int) -> tuple[str, ...]:
 
 def _parse_subscriptions(raw: Any, seed: int) -> tuple[str, ...]:
     if isinstance(raw, int) and not isinstance(raw, bool):
-        if not 1 <= raw <= 1000:
-            raise ScenarioError(f"subscriptions: {raw!r} is not accepted; expected a count from 1 to 1000")
+        if not 1 <= raw <= MAX_SUBSCRIPTIONS:
+            raise ScenarioError(
+                f"subscriptions: {raw!r} is not accepted; expected a count from 1 to {MAX_SUBSCRIPTIONS}"
+            )
         return subscription_ids_for(seed, raw)
     if isinstance(raw, list) and raw:
+        if len(raw) > MAX_SUBSCRIPTIONS:
+            raise ScenarioError(f"subscriptions: {len(raw)} ids is too many; expected at most {MAX_SUBSCRIPTIONS}")
         ids: list[str] = []
         for index, item in enumerate(raw):
             try:
@@ -282,6 +293,21 @@ def _group_names(base: str, count: int) -> list[str]:
     return [base] if count == 1 else [f"{base}-{n}" for n in range(1, count + 1)]
 
 
+def _check_size(groups: list[Any]) -> None:
+    """FleetTooLarge naming the group whose count takes the fleet past MAX_MACHINES, before any machine is built."""
+    total = 0
+    for index, group in enumerate(groups):
+        count = group.get("count", 1) if isinstance(group, Mapping) else 1
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            continue  # the group's own check names it
+        total += count
+        if total > MAX_MACHINES:
+            raise FleetTooLarge(
+                f"groups[{index}].count: {count!r} is not accepted; the scenario would have {total:,} machines, "
+                f"expected at most {MAX_MACHINES:,}"
+            )
+
+
 def load_scenario(source: str | Path | Mapping[str, Any]) -> Fleet:
     """A fleet from a scenario file path or an already-parsed scenario mapping."""
     if isinstance(source, Mapping):
@@ -289,6 +315,11 @@ def load_scenario(source: str | Path | Mapping[str, Any]) -> Fleet:
     else:
         path = Path(source)
         try:
+            if path.is_file() and path.stat().st_size > MAX_SCENARIO_BYTES:
+                raise FleetTooLarge(
+                    f"scenario file {path}: {path.stat().st_size} bytes is too large; "
+                    f"expected at most {MAX_SCENARIO_BYTES} bytes"
+                )
             scenario = json.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ScenarioError(f"scenario file {path}: {exc.strerror or exc}") from None
@@ -307,6 +338,7 @@ def load_scenario(source: str | Path | Mapping[str, Any]) -> Fleet:
     if not isinstance(groups, list) or not groups:
         raise ScenarioError('groups: expected a non-empty list of {"count": n, "machine": {...}}')
 
+    _check_size(groups)
     machines: list[MachineSpec] = []
     seen: dict[tuple[int, str, str], str] = {}
     for index, group in enumerate(groups):
@@ -398,6 +430,12 @@ def generate_fleet(machines: int = 100, subscriptions: int = 1, seed: int = 0, m
     """
     if machines < 1 or subscriptions < 1:
         raise ScenarioError("generate_fleet: machines and subscriptions must be >= 1")
+    if machines > MAX_MACHINES:
+        raise FleetTooLarge(f"generate_fleet: {machines} machines is too many; expected at most {MAX_MACHINES:,}")
+    if subscriptions > MAX_SUBSCRIPTIONS:
+        raise FleetTooLarge(
+            f"generate_fleet: {subscriptions} subscriptions is too many; expected at most {MAX_SUBSCRIPTIONS:,}"
+        )
     if mix not in FLEET_MIXES:
         raise ScenarioError(f"generate_fleet: unknown mix {mix!r} (expected one of {sorted(FLEET_MIXES)})")
     profiles = FLEET_MIXES[mix]

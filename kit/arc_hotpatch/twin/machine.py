@@ -784,4 +784,5 @@ class SimulatedMachine:
             "himds": self.himds,
             "last_boot": _z(self.last_boot),
             "hotfixes": list(self.hotfixes),
+            "reboot_pending": ["arc_hotpatch"] if self.scheduled_reboot_at is not None else [],
         }
