@@ -301,7 +301,8 @@ def read_script(request: ScriptRequest) -> ScriptResult:
         run = _as_dict(_client(call).machine_run_commands.get(resource_group, machine, request.run_name))
     except ResourceNotFoundError:
         return ScriptResult(ScriptResult.FAILED, error="the run command resource is gone")
-    if _request_id_of(run) != request.request_id:
+    # An empty request id reads whatever execution the resource holds (an earlier orchestration's).
+    if request.request_id and _request_id_of(run) != request.request_id:
         return ScriptResult(ScriptResult.FAILED, error=f"replaced by run {_request_id_of(run)}")
     properties = run.get("properties") or {}
     view = properties.get("instanceView") or {}

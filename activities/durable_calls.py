@@ -31,8 +31,11 @@ from core.contracts import (
     StartMachines,
     WindowState,
 )
+from core.ledger import changes_made
 from core.schedule import parse_utc
 from orchestrators.instances import ACTIVE, ENDED_BADLY, start_or_attach, window_instance_id
+
+from .ledger_calls import read_entries
 
 bp = df.Blueprint()
 
@@ -64,7 +67,10 @@ async def read_machine_workflows(request: ReadMachines, client: df.DurableOrches
         if runtime == OrchestrationRuntimeStatus.Completed and isinstance(status.output, dict):
             rows.append(ReportRow.from_json(status.output))
         elif runtime in ENDED_BADLY:
-            rows.append(ReportRow.failed(item.machine_id, f"orchestration {runtime.value}: {status.output}"))
+            # What it really did before it ended is in the ledger (its own entries, by instance id).
+            actions, reboots = changes_made(read_entries(item.machine_id), item.instance_id)
+            row = ReportRow.failed(item.machine_id, f"orchestration {runtime.value}: {status.output}")
+            rows.append(replace(row, actions=actions, reboots=reboots))
         else:
             pending.append(item)
     return MachinesRead(rows, pending)

@@ -31,6 +31,8 @@ from core.facts import parse_machine_id
 from core.ledger import (
     LEDGER_READ,
     LEDGER_WRITE,
+    LEDGER_WRITE_ALL,
+    LedgerBatch,
     LedgerEntry,
     LedgerSettings,
     connection_endpoint,
@@ -158,6 +160,24 @@ def read_entries(machine_id: str, client: TableClient | None = None) -> list[Led
 def ledger_write(entry: LedgerEntry) -> dict[str, str]:
     """Record one entry; returns ``{"table", "partition_key", "row_key"}``. Idempotent."""
     return write_entry(LedgerEntry.from_json(entry))
+
+
+@bp.function_name(LEDGER_WRITE_ALL)
+@bp.activity_trigger(input_name="batch")
+def ledger_write_all(batch: LedgerBatch) -> int:
+    """Record one machine's entries of one step in one table transaction (idempotent: upserts); their count."""
+    entries = LedgerBatch.from_json(batch).entries
+    if not entries:
+        return 0
+    client = ledger_table()
+    operations = [("upsert", to_entity(entry), {"mode": UpdateMode.REPLACE}) for entry in entries]
+    _ensure_table(client)
+    try:
+        client.submit_transaction(operations)
+    except ResourceNotFoundError:  # the table was deleted since this process created it
+        _ensure_table(client, again=True)
+        client.submit_transaction(operations)
+    return len(entries)
 
 
 @bp.function_name(LEDGER_READ)

@@ -31,7 +31,8 @@ from .facts import MachinePayloadError, parse_machine_id
 
 LEDGER_WRITE = "ledger_write"
 LEDGER_READ = "ledger_read"
-LEDGER_ACTIVITY_NAMES = (LEDGER_WRITE, LEDGER_READ)
+LEDGER_WRITE_ALL = "ledger_write_all"  # a machine's entries of one step, in one table transaction
+LEDGER_ACTIVITY_NAMES = (LEDGER_WRITE, LEDGER_WRITE_ALL, LEDGER_READ)
 
 # --- vocabulary -----------------------------------------------------------------------------------------
 
@@ -238,6 +239,49 @@ def from_entity(entity: Mapping[str, Any]) -> LedgerEntry:
         raise ContractError(f"ledger entity {entity.get('RowKey')!r}: parameters are not JSON") from None
     values = {name: entity.get(name, "") for name in ENTITY_PROPERTIES if name != "parameters"}
     return LedgerEntry.from_json({**values, "parameters": parameters})
+
+
+@dataclass(frozen=True)
+class LedgerBatch(Contract):
+    """Entries of one machine written together (one step's changes: one table transaction)."""
+
+    entries: list[LedgerEntry]
+
+
+# The changes a report row lists, as the ledger names them (apply_changes is the script that makes them).
+REPORTED_CHANGES = (ENABLE_VSM, LICENSING_WORKAROUND, REBOOT, ENABLE_HOTPATCH)
+
+
+def run_of(entry: LedgerEntry) -> str:
+    """Which run of an orchestration wrote ``entry`` (an instance id is reused by the next run of the machine)."""
+    return str(entry.parameters.get("run") or entry.instance_id)
+
+
+def changes_made(entries: Iterable[LedgerEntry], instance_id: str, run: str | None = None) -> tuple[list[str], int]:
+    """The actions and reboots a run of an orchestration instance (default: its latest) really made, from its
+    entries: every change it requested that did not fail before it was made (a terminated or crashed run is
+    reported with these)."""
+    instance = [e for e in ordered(entries) if e.instance_id == instance_id and e.change in REPORTED_CHANGES]
+    run = run or (run_of(instance[-1]) if instance else "")
+    # Changes requested together (one apply_changes) in the order a report lists them.
+    mine = sorted((e for e in instance if run_of(e) == run),
+                  key=lambda e: (e.at, REPORTED_CHANGES.index(e.change)))
+    failed = {(e.change, e.parameters.get("request_id")) for e in mine if e.phase == FAILED and
+              e.parameters.get("made") is False}
+    actions = [e.change for e in mine if e.phase == REQUESTED
+               and (e.change, e.parameters.get("request_id")) not in failed]
+    return actions, actions.count(REBOOT)
+
+
+def unsettled_change(entries: Iterable[LedgerEntry], own_run: str) -> LedgerEntry | None:
+    """The latest apply_changes another run requested and never saw the end of (it was terminated or crashed
+    while the script ran, or it still runs): the machine may still be changing or about to reboot."""
+    entries = ordered(entries)
+    ended = {(run_of(e), e.parameters.get("request_id")) for e in entries
+             if e.change == APPLY_CHANGES and e.phase in (DONE, FAILED)}
+    open_requests = [e for e in entries if e.change == APPLY_CHANGES and e.phase == REQUESTED
+                     and run_of(e) != own_run and (run_of(e), e.parameters.get("request_id")) not in ended]
+    return open_requests[-1] if open_requests else None
 
 
 def ordered(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:

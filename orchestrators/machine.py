@@ -41,6 +41,16 @@ from core.contracts import (
     ScriptResult,
 )
 from core.facts import MachineFacts, parse_machine_id
+from core.ledger import (
+    DONE,
+    FAILED,
+    LEDGER_READ,
+    LEDGER_WRITE_ALL,
+    REQUESTED,
+    LedgerBatch,
+    LedgerEntry,
+    unsettled_change,
+)
 from core.policy import Policy
 from core.readiness import Readiness
 from core.rules import Plan, Verdict, check_arm_facts, check_readiness, plan_actions, workaround_applies
@@ -175,6 +185,19 @@ class Run:
     def done(self, state: FinalState, reason: str, detail: str = "") -> None:
         raise Finished(Verdict(state, reason, detail))
 
+    @property
+    def run_key(self) -> str:
+        """This run of the machine's orchestration (its instance id is reused by the next run)."""
+        return f"{self.context.instance_id}@{self.started_at}"
+
+    def entry(self, change: str, phase: str, detail: str = "", **parameters: Any) -> LedgerEntry:
+        return LedgerEntry.of(self.machine_id, self.rollout_id, self.context.instance_id, change, phase, self.now,
+                              {"run": self.run_key, **parameters}, detail)
+
+    def record(self, *entries: LedgerEntry) -> Steps:
+        """Write entries to the audit ledger (before a change is made: it is not made if this fails)."""
+        yield self.context.call_activity_with_retry(LEDGER_WRITE_ALL, ARM_RETRY, LedgerBatch(list(entries)))
+
 
 @bp.function_name(MACHINE_ORCHESTRATOR)
 @bp.orchestration_trigger(context_name="context")
@@ -266,6 +289,7 @@ def workflow(run: Run) -> Steps:
         facts = run.facts
         assert facts is not None
         request = EnableRequest(run.call(), list(facts.license_features), create=not facts.license_in_use)
+        yield from run.record(run.entry(Action.ENABLE_HOTPATCH.value, REQUESTED, create=request.create))
         yield run.context.call_activity_with_retry(ENABLE_HOTPATCH, ARM_RETRY, request)
         run.actions.append(Action.ENABLE_HOTPATCH.value)
         outcome = yield from wait_for_enablement(run)
@@ -307,6 +331,7 @@ def assess(run: Run) -> Steps:
     if verdict:
         raise Finished(verdict)
 
+    yield from settle_earlier_changes(run)
     run.status("checking_readiness")
     run.readiness = yield from read_readiness(run)
     if run.readiness.our_reboot_pending:
@@ -334,6 +359,28 @@ def assess(run: Run) -> Steps:
         run.actions = plan.actions
         run.done(FinalState.PLANNED, Reason.AWAITING_WAVE, "assessed: waits for its wave")
     return plan
+
+
+def settle_earlier_changes(run: Run) -> Steps:
+    """An apply_changes that an earlier orchestration of this machine requested and never saw end (terminated,
+    crashed, another trigger's) may still run: wait until its Run Command is no longer running, so what is
+    read next is what it left (a pending restart included, which the readiness script reports)."""
+    if run.policy.dry_run:
+        return
+    entries = [LedgerEntry.from_json(e) for e in (yield run.context.call_activity_with_retry(
+        LEDGER_READ, ARM_RETRY, run.machine_id))]
+    earlier = unsettled_change(entries, run.run_key)
+    if earlier is None:
+        return
+    run.status("waiting_for_earlier_change", instance=earlier.instance_id)
+    request = ScriptRequest(run.call(), script=APPLY_CHANGES, run_name=f"hotpatch-{APPLY_CHANGES.replace('_', '-')}",
+                            request_id="", timeout_s=REBOOTING_SCRIPT_TIMEOUT_S)
+    deadline = run.now + timedelta(seconds=REBOOTING_SCRIPT_TIMEOUT_S)
+    while run.now < deadline:
+        result = ScriptResult.from_json((yield run.context.call_activity(READ_SCRIPT, request)))
+        if result.status != ScriptResult.RUNNING:
+            return
+        yield run.context.create_timer(min(run.now + timedelta(seconds=SCRIPT_POLL_S), deadline))
 
 
 def _read_again_later(run: Run, verdict: Verdict) -> bool:
@@ -494,12 +541,18 @@ def change_and_reboot(run: Run, *, enable_vsm: bool, workaround: bool) -> Steps:
     """
     yield from reboot_gate(run)
     run.status("applying_changes", enable_vsm=enable_vsm, licensing_workaround=workaround)
+    changes = [c.value for c, wanted in ((Action.ENABLE_VSM, enable_vsm), (Action.LICENSING_WORKAROUND, workaround),
+                                         (Action.REBOOT, True)) if wanted]
+    script_id = f"{run.run_key}:{run.run_seq + 1}"  # tells this apply_changes from others in the ledger
+    yield from run.record(*(run.entry(c, REQUESTED, request_id=script_id) for c in [APPLY_CHANGES, *changes]))
     result = yield from run_script(
         run, APPLY_CHANGES,
         {"EnableVsm": int(enable_vsm), "ApplyWorkaround": int(workaround), "RebootDelaySeconds": REBOOT_DELAY_S},
         accept_lost=True,
     )
     if not usable(result):
+        yield from run.record(*(run.entry(c, FAILED, result.error, request_id=script_id, made=False)
+                                for c in [APPLY_CHANGES, *changes]))
         script_failed(run, APPLY_CHANGES, result)
     requested_at = run.script_started_at  # the attempt that scheduled the reboot (earlier ones changed nothing)
     assert requested_at is not None
@@ -511,12 +564,25 @@ def change_and_reboot(run: Run, *, enable_vsm: bool, workaround: bool) -> Steps:
     run.actions.append(Action.REBOOT.value)
     run.reboots += 1
     readiness = yield from wait_for_reboot(run, requested_at)
+    yield from run.record(*_outcomes(run, readiness, [APPLY_CHANGES, *changes], script_id))
     if readiness is None:
         run.done(
             FinalState.ESCALATED, Reason.REBOOT_TIMEOUT,
             f"not back within {run.policy.reboot_timeout / 60:g} min of the reboot request at {requested_at}",
         )
     run.readiness = readiness
+
+
+def _outcomes(run: Run, readiness: Readiness | None, changes: list[str], script_id: str) -> list[LedgerEntry]:
+    """What the machine shows of each change after the reboot wait (verified, never taken from the script)."""
+    shown = {
+        APPLY_CHANGES: readiness is not None,
+        Action.REBOOT.value: readiness is not None,
+        Action.ENABLE_VSM.value: readiness is not None and readiness.vsm_running,
+        Action.LICENSING_WORKAROUND.value: readiness is not None and readiness.workaround_active,
+    }
+    detail = "seen on the machine after the reboot" if readiness is not None else "the machine did not come back"
+    return [run.entry(c, DONE if shown[c] else FAILED, detail, request_id=script_id) for c in changes]
 
 
 def wait_for_reboot(run: Run, requested_at: datetime) -> Steps:
@@ -539,7 +605,15 @@ def wait_for_reboot(run: Run, requested_at: datetime) -> Steps:
 
 
 def wait_for_enablement(run: Run) -> Steps:
-    """Poll the machine until its Hotpatch feature is Enabled / Failed, or ``stuck`` at the enable timeout."""
+    """Poll the machine until its Hotpatch feature is Enabled / Failed, or ``stuck`` at the enable timeout; the
+    outcome goes to the ledger."""
+    outcome = yield from _poll_enablement(run)
+    yield from run.record(run.entry(Action.ENABLE_HOTPATCH.value, DONE if outcome == "enabled" else FAILED,
+                                    f"Hotpatch {outcome}", made=True))
+    return outcome
+
+
+def _poll_enablement(run: Run) -> Steps:
     deadline = run.now + timedelta(seconds=run.policy.enable_timeout)
     poll = timedelta(seconds=run.policy.enable_poll_interval)
     run.status("waiting_for_enablement", until=deadline.isoformat())

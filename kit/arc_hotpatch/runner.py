@@ -17,6 +17,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from core.clock import install_clock
 from core.policy import Policy
 
 from .azurite import ledger_environment
@@ -280,9 +281,14 @@ def run_plan(
     authenticated to or reached (checked before the rollout starts), or the rollout fails;
     subscriptions that cannot be read are in ``report["rollout"]["errors"]``.
     """
-    check_arm_access(policy)
+    clock = clock or SystemClock()
+    previous = install_clock(clock)  # the SDK's retry back-off sleeps on the clock this plan runs on
     try:
-        report, _ = execute_rollout(clock or SystemClock(), replace(policy, dry_run=True), expected_machines=0,
+        check_arm_access(policy)
+    finally:
+        install_clock(previous)
+    try:
+        report, _ = execute_rollout(clock, replace(policy, dry_run=True), expected_machines=0,
                                     progress=progress, timeout_real_s=6 * 3600)
     except RolloutFailed as exc:
         raise PlanError(str(exc), exc.report) from None

@@ -126,3 +126,34 @@ def test_settings_order_and_defaults() -> None:
 def test_bad_settings_name_the_setting(environ: dict[str, str], setting: str) -> None:
     with pytest.raises(LedgerSettingError, match=setting):
         ledger_settings(environ)
+
+
+def test_changes_made_are_the_requested_changes_of_one_instance_that_did_not_fail_unmade() -> None:
+    from core.ledger import LedgerEntry, changes_made, unsettled_change
+
+    machine = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/" \
+              "Microsoft.HybridCompute/machines/m1"
+
+    def entry(instance: str, change: str, phase: str, second: int, **parameters: object) -> LedgerEntry:
+        return LedgerEntry.of(machine, "r", instance, change, phase, f"2026-01-05T08:00:{second:02d}Z", parameters)
+
+    entries = [
+        entry("a", "apply_changes", "requested", 1, request_id="a:1"),
+        entry("a", "enable_vsm", "requested", 1, request_id="a:1"),
+        entry("a", "reboot", "requested", 1, request_id="a:1"),
+        entry("b", "apply_changes", "requested", 5, request_id="b:1"),
+        entry("b", "reboot", "requested", 5, request_id="b:1"),
+        entry("b", "reboot", "failed", 9, request_id="b:1", made=False),
+        entry("b", "apply_changes", "failed", 9, request_id="b:1", made=False),
+    ]
+    # a was terminated after requesting: its changes (and its reboot) count; b's failed before it made any.
+    assert changes_made(entries, "a") == (["enable_vsm", "reboot"], 1)
+    assert changes_made(entries, "b") == ([], 0)
+    assert unsettled_change(entries, "c").instance_id == "a"
+    assert unsettled_change(entries, "a") is None, "its own requests are not an earlier run's"
+    assert unsettled_change([*entries, entry("a", "apply_changes", "done", 30, request_id="a:1")], "c") is None
+    # The next run of instance a (same instance id, another run) sees a's first run as unsettled.
+    rerun = [entry("a", "reboot", "requested", 40, request_id="a2:1", run="a@2")]
+    assert unsettled_change([*entries, *rerun], "a@2").instance_id == "a"
+    assert changes_made([*entries, *rerun], "a") == (["reboot"], 1), "the latest run of the instance"
+    assert changes_made([*entries, *rerun], "a", run="a") == (["enable_vsm", "reboot"], 1)

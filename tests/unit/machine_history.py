@@ -13,6 +13,7 @@ from typing import Any
 from core import contracts
 from core.contracts import MachineInput, MachineRead, ScriptResult
 from core.facts import MachineFacts
+from core.ledger import LEDGER_READ, LEDGER_WRITE_ALL
 from core.policy import Policy
 from core.readiness import Readiness
 
@@ -80,6 +81,8 @@ class MachineHistory(History):
         super().__init__(contracts.MACHINE_ORCHESTRATOR, machine_input(machine_policy, **fields).to_json(),
                          start=start)
         self.requested_at: datetime | None = None  # when it started the apply_changes script (its first attempt)
+        # The assess phase reads the ledger (an earlier run's unsettled change) before its first readiness run.
+        self.ledger_due = fields.get("carry") is None and not (machine_policy or policy()).dry_run
 
     def next_phase(self) -> MachineHistory:
         """The next execution's history: the orchestrator must continue as new here; it starts with that input."""
@@ -102,12 +105,25 @@ class MachineHistory(History):
         ``read_script`` per answer in ``reads``: the first look 40 s after the start, then every 20 s (none
         after the run's deadline, ``timeout_s`` after the start)."""
         assert start == RUNNING or not reads, "a script that did not start is not read"
+        if self.ledger_due and name == "readiness":
+            self.ledger_read()
         self.activity(contracts.START_SCRIPT, start, label=f"start_script:{name}")
         deadline, look = self.now + timeout_s * SECONDS, FIRST_LOOK
         for read in reads:
             self.timer(min(self.now + look, deadline))
             self.activity(contracts.READ_SCRIPT, read, label=f"read_script:{name}")
             look = POLL
+        return self
+
+    def ledger_read(self, entries: list[dict[str, Any]] | None = None) -> MachineHistory:
+        """The assess phase's read of the machine's ledger entries (none by default)."""
+        self.ledger_due = False
+        self.activity(LEDGER_READ, entries or [], took=timedelta(0))  # no time: the other steps' times stay
+        return self
+
+    def ledger_written(self, count: int = 1) -> MachineHistory:
+        """Entries written to the audit ledger (before a change, and after its outcome)."""
+        self.activity(LEDGER_WRITE_ALL, count, took=timedelta(0))
         return self
 
     def run_readiness(self, report: Readiness = READY, baseline: str = "on") -> MachineHistory:
@@ -117,6 +133,7 @@ class MachineHistory(History):
     def apply_changes(self, *reads: ScriptResult, start: ScriptResult = RUNNING) -> MachineHistory:
         """An apply_changes attempt (its run timeout is 150 s): by default it reports at the first look."""
         if self.requested_at is None:
+            self.ledger_written()  # the changes, requested
             self.requested_at = self.now
         if start == RUNNING and not reads:
             reads = (APPLIED,)
@@ -131,9 +148,10 @@ class MachineHistory(History):
         """The first check after the reboot request: the machine is back, booted after the request."""
         assert self.requested_at is not None, "no apply_changes in this history"
         self.timer(self.requested_at + REBOOT_FIRST_CHECK).read_machine(facts)
-        return self.run_readiness(booted(self, report))
+        return self.run_readiness(booted(self, report)).ledger_written()  # what the machine shows: done
 
     def enable_hotpatch(self) -> MachineHistory:
+        self.ledger_written()  # enable_hotpatch, requested
         self.activity(contracts.ENABLE_HOTPATCH, {"operation": "patch"})
         return self
 

@@ -44,7 +44,8 @@ from .machine_history import (
 
 HOURS = timedelta(hours=1)
 ENABLE_FIRST_LOOK, ENABLE_POLL, REBOOT_POLL = 630 * SECONDS, 120 * SECONDS, 60 * SECONDS
-ASSESSED = ["get_machine", "start_script:readiness", "timer", "read_script:readiness"]
+ASSESSED = ["get_machine", "ledger_read", "start_script:readiness", "timer", "read_script:readiness"]
+DRY_RUN_ASSESSED = ["get_machine", "start_script:readiness", "timer", "read_script:readiness"]  # no ledger read
 CALL = {"machine_id": MACHINE_ID, "arm_endpoint": ARM, "rollout_id": "rollout-1", "location": "westeurope",
         "baselines_file": ""}
 ALL_ACTIONS = ["enable_vsm", "licensing_workaround", "reboot", "enable_hotpatch"]
@@ -131,8 +132,8 @@ def test_a_machine_no_window_waits_for_reads_disconnected_again_after_the_grace_
     state = h.replay()
     assert state.new_steps == [Step("timer", fire_at=h.now + 7 * 60 * SECONDS)]
     h.timer(h.now + 7 * 60 * SECONDS).read_machine()  # the agent flapped: Connected again
-    (start,) = h.replay().new_steps
-    assert start.label == "start_script:readiness"
+    (read,) = h.replay().new_steps
+    assert read.label == "ledger_read", "it goes on to assess the machine"
 
 
 def test_a_machine_still_disconnected_after_the_grace_period_is_skipped():
@@ -154,7 +155,9 @@ def test_a_deleted_machine_is_skipped_without_a_run_command():
 
 def test_readiness_is_started_then_read_40_s_after_the_start_then_every_20_s():
     h = MachineHistory().read_machine()
-    state = h.replay()
+    (read,) = h.replay().new_steps
+    assert read == Step("ledger_read", MACHINE_ID), "first: did an earlier run leave a change unsettled?"
+    state = h.ledger_read().replay()
     (start,) = state.new_steps
     assert start == Step("start_script:readiness", {
         "machine": CALL, "script": "readiness", "run_name": "hotpatch-readiness",
@@ -198,7 +201,7 @@ def test_an_unexpected_payload_is_reported_escalated_orchestration_failed():
 
 def test_dry_run_plans_every_action_and_changes_nothing():
     state = MachineHistory(policy(dry_run=True)).read_machine().run_readiness(NEEDS_BOTH).replay()
-    assert state.labels == ASSESSED
+    assert state.labels == DRY_RUN_ASSESSED
     assert outcome(state) == ("planned", "dry_run", ALL_ACTIONS, 0)
     assert state.output["detail"] == ""
 
@@ -271,9 +274,12 @@ def test_change_continues_into_enable_with_the_facts_and_readiness_read_after_th
         run_seq=3, started_at="2025-11-03T09:00:00Z",
     )
     h = h.next_phase()
-    (enable,) = h.replay().new_steps
+    (requested,) = h.replay().new_steps
+    assert [(e["change"], e["phase"]) for e in requested.input["entries"]] == [("enable_hotpatch", "requested")]
+    (enable,) = h.ledger_written().replay().new_steps
     assert enable.input == {"machine": CALL, "features": [], "create": True}
-    state = h.enable_hotpatch().timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Enabled").replay()
+    h.activity("enable_hotpatch", {"operation": "put"})
+    state = h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Enabled").ledger_written().replay()
     assert outcome(state) == ("hotpatch_enabled", "enabled", ALL_ACTIONS, 1)
     # The row's times span the whole machine, not only its last phase.
     assert state.output["started_at"] == "2025-11-03T09:00:00Z"
@@ -285,15 +291,16 @@ def test_change_continues_into_enable_with_the_facts_and_readiness_read_after_th
 
 def test_a_ready_machine_is_enabled_then_read_first_after_10_5_minutes_then_every_poll_interval():
     h = after_assess()
-    assert h.replay().new_labels == ["enable_hotpatch"]
+    assert h.replay().new_labels == ["ledger_write_all"]  # enable_hotpatch requested, then made
     h.enable_hotpatch()
     state = h.replay()
     assert state.new_steps == [Step("timer", fire_at=h.now + ENABLE_FIRST_LOOK)]
     assert state.custom_status["step"] == "waiting_for_enablement"
     h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Enabling")
     assert h.replay().new_steps == [Step("timer", fire_at=h.now + ENABLE_POLL)]
-    state = h.timer(h.now + ENABLE_POLL).hotpatch_status("Enabled").replay()
-    assert state.labels == ["enable_hotpatch", "timer", "get_machine", "timer", "get_machine"]
+    state = h.timer(h.now + ENABLE_POLL).hotpatch_status("Enabled").ledger_written().replay()
+    assert state.labels == ["ledger_write_all", "enable_hotpatch", "timer", "get_machine", "timer", "get_machine",
+                            "ledger_write_all"]
     assert outcome(state) == ("hotpatch_enabled", "enabled", ["enable_hotpatch"], 0)
 
 
@@ -304,7 +311,7 @@ def test_a_ready_machine_is_enabled_then_read_first_after_10_5_minutes_then_ever
     ids=["features", "esu-only", "nothing-in-use"],
 )
 def test_enable_hotpatch_merges_into_the_license_profile_unless_nothing_in_it_is_in_use(facts, create):
-    (enable,) = after_assess(facts=facts).replay().new_steps
+    (enable,) = after_assess(facts=facts).ledger_written().replay().new_steps
     assert enable == Step("enable_hotpatch", {
         "machine": CALL, "features": [dict(f) for f in facts.license_features], "create": create})
     assert enable.retry == ARM_RETRY
@@ -312,7 +319,7 @@ def test_enable_hotpatch_merges_into_the_license_profile_unless_nothing_in_it_is
 
 def test_enablement_failed_escalates_enable_failed_through_the_escalate_activity():
     h = after_assess().enable_hotpatch()
-    h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Failed")
+    h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Failed").ledger_written()
     sent = escalation(h)
     assert (sent["reason"], sent["actions"], sent["name"]) == ("enable_failed", ["enable_hotpatch"], "srv-01")
     assert (sent["machine"], sent["detail"]) == (CALL, "the Hotpatch feature reported Failed")
@@ -322,8 +329,10 @@ def test_enablement_failed_escalates_enable_failed_through_the_escalate_activity
 def stuck_enabling(h: MachineHistory) -> list[datetime]:
     """Enablement still ``Enabling`` at every look until the enable timeout (900 s); the looks."""
     h.enable_hotpatch()
-    return looks_until(h, h.now + 900 * SECONDS, h.now + ENABLE_FIRST_LOOK, ENABLE_POLL,
-                       lambda: h.hotpatch_status("Enabling"))
+    looks = looks_until(h, h.now + 900 * SECONDS, h.now + ENABLE_FIRST_LOOK, ENABLE_POLL,
+                        lambda: h.hotpatch_status("Enabling"))
+    h.ledger_written()  # enable_hotpatch failed (stuck)
+    return looks
 
 
 def test_enablement_still_enabling_at_the_enable_timeout_escalates_enable_stuck():
@@ -342,13 +351,13 @@ def test_reactive_mode_applies_the_workaround_and_its_reboot_only_once_enablemen
     carried = continued(h.replay())
     assert (carried.carry.phase, carried.carry.actions) == ("reactive", ["enable_hotpatch"])
     h = h.next_phase()
-    assert h.replay().new_labels == ["start_script:apply_changes"]
+    assert h.replay().new_labels == ["ledger_write_all"]  # the changes, requested
     state = h.apply_changes().rebooted().replay()
     assert [step.input["parameters"] for step in state.steps if step.label == "start_script:apply_changes"] == [
         {"RequestId": f"hotpatch-apply-changes-{h.requested_at:%Y%m%d%H%M%S}-2", "EnableVsm": 0, "ApplyWorkaround": 1,
          "RebootDelaySeconds": 60}]
     assert state.new_steps == [Step("timer", fire_at=h.now + ENABLE_FIRST_LOOK)]  # enable_hotpatch is not repeated
-    state = h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Enabled").replay()
+    state = h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Enabled").ledger_written().replay()
     assert outcome(state) == ("hotpatch_enabled", "enabled", ["enable_hotpatch", "licensing_workaround", "reboot"], 1)
 
 
@@ -364,6 +373,12 @@ def test_reactive_mode_applies_the_workaround_and_its_reboot_only_once_enablemen
 def test_one_apply_changes_run_makes_every_change_that_needs_the_reboot_and_schedules_it(
         report, enable_vsm, workaround, actions):
     h = after_assess(report)
+    (requested,) = h.replay().new_steps  # written before any change is made
+    assert requested.label == "ledger_write_all"
+    assert [(e["change"], e["phase"]) for e in requested.input["entries"]] == [
+        ("apply_changes", "requested"), *((action, "requested") for action in actions)]
+    h.ledger_written()
+    h.requested_at = h.now
     state = h.replay()
     request_id = f"hotpatch-apply-changes-{h.now:%Y%m%d%H%M%S}-2"
     assert state.new_steps == [Step("start_script:apply_changes", {
@@ -374,7 +389,8 @@ def test_one_apply_changes_run_makes_every_change_that_needs_the_reboot_and_sche
     })]
     assert state.custom_status["step"] == "applying_changes"
     state = h.apply_changes().replay()
-    assert state.labels == ["start_script:apply_changes", "timer", "read_script:apply_changes", "timer"]
+    assert state.labels == ["ledger_write_all", "start_script:apply_changes", "timer", "read_script:apply_changes",
+                            "timer"]
     assert state.custom_status["actions"] == actions
 
 
@@ -388,9 +404,9 @@ def test_the_reboot_is_verified_from_fresh_facts_and_readiness_before_enabling()
     assert h.replay().new_labels == ["get_machine"]  # verified on the machine, not from the script's report
     h.read_machine()
     assert h.replay().new_labels == ["start_script:readiness"]
-    h = h.run_readiness(booted(h)).next_phase().enable_hotpatch()
-    state = h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Enabled").replay()
-    assert state.labels == ["enable_hotpatch", "timer", "get_machine"]
+    h = h.run_readiness(booted(h)).ledger_written().next_phase().enable_hotpatch()
+    state = h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Enabled").ledger_written().replay()
+    assert state.labels == ["ledger_write_all", "enable_hotpatch", "timer", "get_machine", "ledger_write_all"]
     assert outcome(state) == ("hotpatch_enabled", "enabled", ALL_ACTIONS, 1)
 
 
@@ -409,7 +425,7 @@ def test_the_reboot_wait_keeps_polling_while_the_boot_time_is_from_before_the_re
     assert h.replay().new_steps == [Step("timer", fire_at=h.now + REBOOT_POLL)]
     h.timer(h.now + REBOOT_POLL).read_machine(arm_facts(status="Disconnected"))  # no readiness run then
     assert h.replay().new_steps == [Step("timer", fire_at=h.now + REBOOT_POLL)]
-    h.timer(h.now + REBOOT_POLL).read_machine().run_readiness(booted(h))
+    h.timer(h.now + REBOOT_POLL).read_machine().run_readiness(booted(h)).ledger_written()
     assert continued(h.replay()).carry.readiness == booted(h).to_json()
 
 
@@ -419,6 +435,10 @@ def test_machine_not_back_by_the_reboot_timeout_escalates_reboot_timeout():
     looks = looks_until(h, requested_at + 600 * SECONDS, requested_at + REBOOT_FIRST_CHECK, REBOOT_POLL,
                         lambda: h.read_machine(arm_facts(status="Disconnected")))
     assert looks == [requested_at + s * SECONDS for s in (420, 510, 600)]
+    (failed_entries,) = h.replay().new_steps
+    assert {(e["change"], e["phase"]) for e in failed_entries.input["entries"]} == {
+        ("apply_changes", "failed"), ("enable_vsm", "failed"), ("licensing_workaround", "failed"), ("reboot", "failed")}
+    h.ledger_written()
     sent = escalation(h)
     assert (sent["reason"], sent["actions"]) == ("reboot_timeout", ["enable_vsm", "licensing_workaround", "reboot"])
     assert outcome(h.escalate().replay()) == ("escalated", "reboot_timeout",
@@ -429,8 +449,8 @@ def test_vsm_still_off_after_the_reboot_escalates_vsm_not_running_without_enabli
     h = after_assess(NEEDS_VSM).apply_changes().rebooted(readiness(vbs_status=0))
     assert escalation(h)["reason"] == "vsm_not_running"
     state = h.escalate().replay()
-    assert state.labels == ["start_script:apply_changes", "timer", "read_script:apply_changes", "timer",
-                            "get_machine", *ASSESSED[1:], "escalate"]
+    assert state.labels == ["ledger_write_all", "start_script:apply_changes", "timer", "read_script:apply_changes",
+                            "timer", "get_machine", *ASSESSED[2:], "ledger_write_all", "escalate"]
     assert outcome(state) == ("escalated", "vsm_not_running", ["enable_vsm", "reboot"], 1)
 
 
@@ -448,7 +468,9 @@ def test_window_policy_waits_for_the_next_maintenance_window_before_any_change()
     state = h.replay()
     assert state.new_steps == [Step("timer", fire_at=sunday_2am)]
     assert state.custom_status["step"] == "waiting_for_window"
-    (start,) = h.timer(sunday_2am).replay().new_steps
+    (requested,) = h.timer(sunday_2am).replay().new_steps
+    assert requested.label == "ledger_write_all"
+    (start,) = h.ledger_written().replay().new_steps
     assert (start.label, start.input["request_id"]) == ("start_script:apply_changes",
                                                         "hotpatch-apply-changes-20251109020000-2")
 
@@ -473,7 +495,7 @@ def test_approval_policy_waits_for_the_reboot_approved_event_or_a_timeout():
 def test_an_approval_cancels_the_timeout_and_starts_the_changes():
     h, _ = awaiting_approval()
     state = h.raised("RebootApproved", {"approved": True, "by": "ops"}).replay()
-    assert state.new_labels == ["start_script:apply_changes"]
+    assert state.new_labels == ["ledger_write_all"]  # the changes, requested
     assert [step.canceled for step in state.steps if step.label == "timer"] == [True]
 
 
@@ -519,8 +541,8 @@ def test_readiness_failing_every_attempt_escalates_run_command_failed_after_doub
     sent = escalation(h)
     assert (sent["reason"], sent["detail"]) == ("run_command_failed", "readiness: Run Command timed out")
     state = h.escalate().replay()
-    assert state.labels == ["get_machine", *["start_script:readiness", "timer"] * len(delays), *ASSESSED[1:],
-                            "escalate"]
+    assert state.labels == ["get_machine", "ledger_read", *["start_script:readiness", "timer"] * len(delays),
+                            *ASSESSED[2:], "escalate"]
     assert state.timers[:-1] == backoff
     starts = [step.input for step in state.steps if step.label == "start_script:readiness"]
     assert {start["run_name"] for start in starts} == {"hotpatch-readiness"}  # one resource per script
@@ -529,7 +551,7 @@ def test_readiness_failing_every_attempt_escalates_run_command_failed_after_doub
 
 
 def test_a_failing_script_activity_counts_as_a_failed_attempt_and_is_retried():
-    h = MachineHistory().read_machine()
+    h = MachineHistory().read_machine().ledger_read()
     h.activity_fails("start_script", "HttpResponseError: (TooManyRequests) throttled", label="start_script:readiness")
     assert h.replay().new_steps == [Step("timer", fire_at=h.now + 30 * SECONDS)]
     h.backoff(30).script("readiness").timer(h.now + 40 * SECONDS)
@@ -541,13 +563,14 @@ def test_a_failing_script_activity_counts_as_a_failed_attempt_and_is_retried():
 def test_apply_changes_failing_three_times_escalates_before_the_reboot():
     h = after_assess(NEEDS_VSM).apply_changes(start=failed("busy: run x still executing"))
     h.backoff(30).apply_changes(failed("Failed, exit code 1: boom")).backoff(60).apply_changes(start=failed("boom"))
+    h.ledger_written()  # failed: nothing was made
     assert escalation(h)["detail"] == "apply_changes failed 3 times: boom"  # and no reboot wait
     assert outcome(h.escalate().replay()) == ("escalated", "run_command_failed", [], 0)
 
 
 def test_a_failing_escalation_still_reports_the_machine():
     h = after_assess().enable_hotpatch()
-    h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Failed")
+    h.timer(h.now + ENABLE_FIRST_LOOK).hotpatch_status("Failed").ledger_written()
     h.activity_fails_every_retry(ESCALATE, "webhook store down", attempts=4, interval=10 * SECONDS)  # ARM_RETRY
     state = h.replay()
     assert outcome(state) == ("escalated", "enable_failed", ["enable_hotpatch"], 0)
@@ -633,3 +656,32 @@ def test_a_restart_an_earlier_run_asked_for_is_waited_for_and_never_requested_ag
     carried = continued(h.replay())
     assert carried.carry.phase == "enable" and carried.carry.reboots == 0
     assert "apply_changes" not in [s.label.split(":")[-1] for s in h.replay().new_steps]
+
+
+def _earlier_apply_changes(phase_entries: list[tuple[str, str]]) -> list[dict]:
+    """Ledger entries another orchestration of this machine wrote for one apply_changes."""
+    from core.ledger import LedgerEntry
+
+    return [LedgerEntry.of(MACHINE_ID, "rollout-0", "earlier", change, phase, T0 - 120 * SECONDS,
+                           {"request_id": "earlier:1"}).to_json() for change, phase in phase_entries]
+
+
+def test_an_apply_changes_an_earlier_run_never_saw_end_is_waited_for_before_readiness():
+    # The earlier orchestration was terminated while its apply_changes ran: requested, never done or failed.
+    h = MachineHistory().read_machine()
+    h.ledger_read(_earlier_apply_changes([("apply_changes", "requested"), ("reboot", "requested")]))
+    (look,) = h.replay().new_steps
+    assert (look.label, look.input["run_name"], look.input["request_id"]) == (
+        "read_script:apply_changes", "hotpatch-apply-changes", ""), "it reads whatever execution the resource holds"
+    h.activity("read_script", RUNNING, label="read_script:apply_changes")
+    assert h.replay().new_steps == [Step("timer", fire_at=h.now + 20 * SECONDS)]
+    h.timer(h.now + 20 * SECONDS).activity("read_script", failed("gone"), label="read_script:apply_changes")
+    (start,) = h.replay().new_steps
+    assert start.label == "start_script:readiness", "then it reads the machine as the earlier run left it"
+
+
+def test_an_earlier_apply_changes_that_ended_is_not_waited_for():
+    h = MachineHistory().read_machine()
+    h.ledger_read(_earlier_apply_changes([("apply_changes", "requested"), ("apply_changes", "done")]))
+    (start,) = h.replay().new_steps
+    assert start.label == "start_script:readiness"
