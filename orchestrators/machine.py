@@ -75,7 +75,8 @@ REBOOT_DELAY_S = 60  # the script schedules the restart so the run can report fi
 REBOOTING_SCRIPT_TIMEOUT_S = 150
 # Around a reboot a readiness result may be lost (the agent restarts under it): look again soon rather
 # than wait out the run timeout, so a machine back in time is seen in time.
-READINESS_RETRY_AFTER_REBOOT_S = 120
+READINESS_RETRY_AFTER_REBOOT_S = 60
+READ_AGAIN_S = 10  # ... and after a lost or failed read of a Connected machine, the next one follows at once
 # Run Command: a script takes half a minute or so; looking earlier only costs ARM reads.
 SCRIPT_FIRST_LOOK_S = 40
 SCRIPT_POLL_S = 20
@@ -594,14 +595,17 @@ def wait_for_reboot(run: Run, requested_at: datetime) -> Steps:
     yield run.context.create_timer(min(requested_at + timedelta(seconds=REBOOT_FIRST_CHECK_S), deadline))
     while True:
         facts = yield from run.read_machine()
+        unread = False
         if facts is not None and facts.status == "Connected":
             # Failures are expected around a reboot; the run's timeout ends at the reboot deadline.
             readiness = yield from read_readiness(run, attempts=1, deadline=deadline)
             if readiness is not None and parse_utc(readiness.last_boot) > requested_at:
                 return readiness
+            unread = readiness is None  # a lost or failed result: a machine back in time is seen in time
         if run.now >= deadline:
             return None
-        yield run.context.create_timer(min(run.now + poll, deadline))
+        wait = timedelta(seconds=READ_AGAIN_S) if unread else poll
+        yield run.context.create_timer(min(run.now + wait, deadline))
 
 
 def wait_for_enablement(run: Run) -> Steps:

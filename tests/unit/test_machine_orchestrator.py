@@ -16,7 +16,7 @@ from core.facts import MachineFacts
 from core.policy import Policy
 from core.readiness import Readiness
 from core.schedule import format_utc
-from orchestrators.machine import READINESS_RETRY_AFTER_REBOOT_S
+from orchestrators.machine import READ_AGAIN_S, READINESS_RETRY_AFTER_REBOOT_S
 
 from .history_builder import T0, Step
 from .machine_history import (
@@ -625,12 +625,12 @@ def test_the_reboot_is_timed_from_the_apply_changes_attempt_that_scheduled_it():
 
 
 def test_readiness_in_the_reboot_wait_never_runs_past_the_reboot_deadline():
-    h = after_assess(NEEDS_BOTH, policy(reboot_timeout=560)).apply_changes()
-    deadline = h.requested_at + 560 * SECONDS
+    h = after_assess(NEEDS_BOTH, policy(reboot_timeout=500)).apply_changes()
+    deadline = h.requested_at + 500 * SECONDS
     h.timer(h.requested_at + REBOOT_FIRST_CHECK).read_machine()
     (start,) = h.replay().new_steps
     assert start.label == "start_script:readiness"
-    assert start.input["timeout_s"] == (deadline - h.now).total_seconds() < 120, "the run ends at the deadline"
+    assert start.input["timeout_s"] == (deadline - h.now).total_seconds() < 60, "the run ends at the deadline"
 
 
 def test_a_readiness_result_lost_after_the_reboot_is_looked_for_again_soon():
@@ -640,6 +640,9 @@ def test_a_readiness_result_lost_after_the_reboot_is_looked_for_again_soon():
     (start,) = h.replay().new_steps
     assert start.label == "start_script:readiness"
     assert start.input["timeout_s"] == READINESS_RETRY_AFTER_REBOOT_S < Policy().run_command_timeout
+    # Lost: still running at its deadline (60 s); the machine is read again 10 s later, not a poll interval.
+    h.script("readiness", RUNNING, timeout_s=READINESS_RETRY_AFTER_REBOOT_S)  # read at 40 s, answered at 70 s
+    assert h.replay().new_steps == [Step("timer", fire_at=h.now + READ_AGAIN_S * SECONDS)]
 
 
 def test_a_restart_an_earlier_run_asked_for_is_waited_for_and_never_requested_again():
