@@ -77,13 +77,14 @@ STEPS_PER_EXECUTION = 12  # then continue as new: every history stays bounded
 # A window reads its machines' new outcomes (and the rollout its windows) every POLL_S after news, backing
 # off to MAX_POLL_S while nothing happens: a freed slot is refilled within one interval.
 POLL_S = 30
-MAX_POLL_S = 120
+MAX_POLL_S = 60
 WINDOW_IDLE_POLL_S = 5 * 60  # a window with nothing in flight only waits for the rollout's grants
 RECORD_MARGIN_S = 120  # records may become visible a little after they are created: read back this far
 # A window opening on hundreds of machines would spend ARM's budget (writes: 200 at once, then 10 per second)
-# in a second and meet 429s: it starts at most START_BATCH at a time, START_BATCH_S apart (4 a second, about
-# 8 ARM writes a second while their first scripts start).
-START_BATCH = 20
+# in a second and meet 429s: it starts at most START_BATCH at a time, START_BATCH_S apart (6 a second, about
+# 12 ARM writes a second while their first scripts start: 500 machines overdraw the 10 per second refill by
+# about 170 writes, inside the 200 burst).
+START_BATCH = 30
 START_BATCH_S = 5
 RECONCILE_S = 30 * 60  # a window looks at its machines this often, for one that ended without a record
 ATTACHED_POLL_S = 2 * 60  # machines someone else started record nothing for us: looked at this often
