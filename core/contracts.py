@@ -153,6 +153,7 @@ class MachineCarry(Contract):
     workaround_done: bool = False
     run_seq: int = 0
     started_at: str = ""
+    ledger: list[dict[str, Any]] = field(default_factory=list)  # the audit ledger entries this run wrote
 
 
 @dataclass(frozen=True)

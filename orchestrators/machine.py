@@ -49,6 +49,7 @@ from core.ledger import (
     REQUESTED,
     LedgerBatch,
     LedgerEntry,
+    changes_made,
     unsettled_change,
 )
 from core.policy import Policy
@@ -122,6 +123,7 @@ class Run:
     plan: Plan | None = None
     script_started_at: datetime | None = None  # when the current (or last) Run Command attempt started
     started_at: str = ""  # when the first phase started (carried through continue-as-new)
+    ledger: list[LedgerEntry] = field(default_factory=list)  # what this run wrote to the audit ledger
 
     @classmethod
     def resume(cls, context: df.DurableOrchestrationContext, machine_input: MachineInput) -> Run:
@@ -134,6 +136,7 @@ class Run:
             readiness=Readiness.from_json(carry.readiness), baseline=carry.baseline, actions=list(carry.actions),
             reboots=carry.reboots, member=carry.member, workaround_done=carry.workaround_done,
             run_seq=carry.run_seq, plan=Plan(**carry.plan), started_at=carry.started_at,
+            ledger=[LedgerEntry.from_json(e) for e in carry.ledger],
         )
 
     def carry(self, phase: str) -> MachineInput:
@@ -142,6 +145,7 @@ class Run:
             phase=phase, plan=asdict(self.plan), facts=self.facts.to_json(), readiness=self.readiness.to_json(),
             baseline=self.baseline, actions=list(self.actions), reboots=self.reboots, member=self.member,
             workaround_done=self.workaround_done, run_seq=self.run_seq, started_at=self.started_at,
+            ledger=[e.to_json() for e in self.ledger],
         ))
 
     @property
@@ -198,6 +202,12 @@ class Run:
     def record(self, *entries: LedgerEntry) -> Steps:
         """Write entries to the audit ledger (before a change is made: it is not made if this fails)."""
         yield self.context.call_activity_with_retry(LEDGER_WRITE_ALL, ARM_RETRY, LedgerBatch(list(entries)))
+        self.ledger.extend(entries)
+
+    def changes_made(self) -> None:
+        """The report's actions and reboots from the ledger entries this run wrote (as for a terminated run, whose
+        window reads them from the table): every change requested that did not fail before it was made."""
+        self.actions, self.reboots = changes_made(self.ledger, self.context.instance_id, self.run_key)
 
 
 @bp.function_name(MACHINE_ORCHESTRATOR)
@@ -217,6 +227,8 @@ def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
         deferred = verdict.reason == Reason.AWAITING_RECHECK
     except Exception as exc:  # a bug or an unexpected payload: this machine is reported, never lost
         verdict = Verdict(FinalState.ESCALATED, Reason.ORCHESTRATION_FAILED, f"unexpected error: {_first_line(exc)}")
+    if verdict.state != FinalState.PLANNED:  # planned: the actions it would take (nothing was written)
+        run.changes_made()
     if verdict.state == FinalState.ESCALATED:
         run.status("escalating", reason=verdict.reason)
         try:

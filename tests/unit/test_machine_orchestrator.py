@@ -267,7 +267,11 @@ def test_change_continues_into_enable_with_the_facts_and_readiness_read_after_th
     fresh = arm_facts(license_features=(), license_in_use=False)  # e.g. the license profile is gone
     h.apply_changes().rebooted(facts=fresh)
     carried = continued(h.replay())
-    assert carried.carry == MachineCarry(
+    # The ledger entries it wrote travel with it: the report's actions and reboots come from them.
+    assert [(e["change"], e["phase"]) for e in carried.carry.ledger] == [
+        (change, phase) for phase in ("requested", "done")
+        for change in ("apply_changes", "enable_vsm", "licensing_workaround", "reboot")]
+    assert replace(carried.carry, ledger=[]) == MachineCarry(
         phase="enable", plan={"enable_vsm": True, "licensing_workaround": True, "enable_hotpatch": True},
         facts=fresh.to_json(), readiness=booted(h).to_json(), baseline="on",
         actions=["enable_vsm", "licensing_workaround", "reboot"], reboots=1, member=True, workaround_done=True,
@@ -688,3 +692,13 @@ def test_an_earlier_apply_changes_that_ended_is_not_waited_for():
     h.ledger_read(_earlier_apply_changes([("apply_changes", "requested"), ("apply_changes", "done")]))
     (start,) = h.replay().new_steps
     assert start.label == "start_script:readiness"
+
+
+def test_the_rows_actions_are_what_the_ledger_shows_was_requested_and_not_refused():
+    # The license write outlived its retries: whether ARM applied it is unknown, so the row keeps the change the
+    # ledger shows as requested (never "nothing was done"), like the row of a terminated run.
+    h = after_assess().ledger_written()
+    h.activity_fails_every_retry("enable_hotpatch", "HttpResponseError: (InternalServerError)", attempts=4,
+                                 interval=10 * SECONDS)
+    assert escalation(h)["reason"] == "orchestration_failed"
+    assert outcome(h.escalate().replay()) == ("escalated", "orchestration_failed", ["enable_hotpatch"], 0)
