@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import azure.durable_functions as df
@@ -127,16 +127,21 @@ def _ensure_table(client: TableClient, *, again: bool = False) -> None:
         _tables_created.add(key)
 
 
+def _in_table(client: TableClient, write: Callable[[], Any]) -> None:
+    """Run ``write`` against the ledger's table, created once per process (again if it was deleted since)."""
+    _ensure_table(client)
+    try:
+        write()
+    except ResourceNotFoundError:
+        _ensure_table(client, again=True)
+        write()
+
+
 def write_entry(entry: LedgerEntry, client: TableClient | None = None) -> dict[str, str]:
     """Upsert ``entry`` (replace: the same entry written again is the same entity); creates the table once."""
     client = client or ledger_table()
     entity = to_entity(entry)
-    _ensure_table(client)
-    try:
-        client.upsert_entity(entity, mode=UpdateMode.REPLACE)
-    except ResourceNotFoundError:  # the table was deleted since this process created it
-        _ensure_table(client, again=True)
-        client.upsert_entity(entity, mode=UpdateMode.REPLACE)
+    _in_table(client, lambda: client.upsert_entity(entity, mode=UpdateMode.REPLACE))
     return {"table": client.table_name, "partition_key": entity["PartitionKey"], "row_key": entity["RowKey"]}
 
 
@@ -171,12 +176,7 @@ def ledger_write_all(batch: LedgerBatch) -> int:
         return 0
     client = ledger_table()
     operations = [("upsert", to_entity(entry), {"mode": UpdateMode.REPLACE}) for entry in entries]
-    _ensure_table(client)
-    try:
-        client.submit_transaction(operations)
-    except ResourceNotFoundError:  # the table was deleted since this process created it
-        _ensure_table(client, again=True)
-        client.submit_transaction(operations)
+    _in_table(client, lambda: client.submit_transaction(operations))
     return len(entries)
 
 

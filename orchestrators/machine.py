@@ -386,7 +386,7 @@ def settle_earlier_changes(run: Run) -> Steps:
     if earlier is None:
         return
     run.status("waiting_for_earlier_change", instance=earlier.instance_id)
-    request = ScriptRequest(run.call(), script=APPLY_CHANGES, run_name=f"hotpatch-{APPLY_CHANGES.replace('_', '-')}",
+    request = ScriptRequest(run.call(), script=APPLY_CHANGES, run_name=run_command_name(APPLY_CHANGES),
                             request_id="", timeout_s=REBOOTING_SCRIPT_TIMEOUT_S)
     deadline = run.now + timedelta(seconds=REBOOTING_SCRIPT_TIMEOUT_S)
     while run.now < deadline:
@@ -394,6 +394,11 @@ def settle_earlier_changes(run: Run) -> Steps:
         if result.status != ScriptResult.RUNNING:
             return
         yield run.context.create_timer(min(run.now + timedelta(seconds=SCRIPT_POLL_S), deadline))
+
+
+def run_command_name(script: str) -> str:
+    """The machine's one run command resource for ``script`` (re-run by PUT): ``hotpatch-apply-changes``."""
+    return f"hotpatch-{script.replace('_', '-')}"
 
 
 def _read_again_later(run: Run, verdict: Verdict) -> bool:
@@ -442,9 +447,9 @@ def run_script(
             timeout_s = min(timeout_s, left)
         run.run_seq += 1
         run.script_started_at = run.now
-        request_id = f"hotpatch-{script.replace('_', '-')}-{run.now:%Y%m%d%H%M%S}-{run.run_seq}"
+        request_id = f"{run_command_name(script)}-{run.now:%Y%m%d%H%M%S}-{run.run_seq}"
         request = ScriptRequest(
-            run.call(), script=script, run_name=f"hotpatch-{script.replace('_', '-')}", request_id=request_id,
+            run.call(), script=script, run_name=run_command_name(script), request_id=request_id,
             parameters={"RequestId": request_id, **parameters}, timeout_s=timeout_s,
         )
         result = yield from _script_attempt(run, request, lost_is_likely=accept_lost)

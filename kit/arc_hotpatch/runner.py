@@ -31,20 +31,12 @@ SIMULATION_TOKEN = "simulation-token"
 ProgressCallback = Callable[[int, int], None]
 
 
-@contextlib.contextmanager
-def twin_environment(base_url: str) -> Iterator[None]:
-    """Point the app's ARM calls at the twin for the duration (the activities read these settings)."""
-    saved = {k: os.environ.get(k) for k in ("HOTPATCH_ARM_ENDPOINT", "HOTPATCH_ARM_TOKEN")}
-    os.environ["HOTPATCH_ARM_ENDPOINT"] = base_url
-    os.environ["HOTPATCH_ARM_TOKEN"] = SIMULATION_TOKEN
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def _set_environment(values: Mapping[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @contextlib.contextmanager
@@ -52,18 +44,15 @@ def scoped_environment(values: Mapping[str, str | None]) -> Iterator[None]:
     """Set (a string) or remove (None) these environment variables for the duration, then restore them."""
     saved = {key: os.environ.get(key) for key in values}
     try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environment(values)
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environment(saved)
+
+
+def twin_environment(base_url: str) -> contextlib.AbstractContextManager[None]:
+    """Point the app's ARM calls at the twin for the duration (the activities read these settings)."""
+    return scoped_environment({"HOTPATCH_ARM_ENDPOINT": base_url, "HOTPATCH_ARM_TOKEN": SIMULATION_TOKEN})
 
 
 @contextlib.contextmanager
