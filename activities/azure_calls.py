@@ -21,7 +21,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.mgmt.hybridcompute import HybridComputeManagementClient
 
 from core.azure_clients import ArmConnection, hybrid_compute_client, subscription_client
-from core.baselines import baseline_flag, load_baselines
+from core.baselines import load_baselines, relevant_kbs, standing
 from core.clock import current_clock
 from core.contracts import (
     COUNT_MACHINES,
@@ -30,8 +30,12 @@ from core.contracts import (
     GET_MACHINE,
     LIST_MACHINES_FROM,
     LIST_SUBSCRIPTIONS,
+    READ_ASSESSMENT,
     READ_SCRIPT,
+    START_ASSESSMENT,
     START_SCRIPT,
+    AssessmentRequest,
+    AssessmentResult,
     Cursor,
     Discovery,
     EnableRequest,
@@ -44,7 +48,7 @@ from core.contracts import (
     ScriptRequest,
     ScriptResult,
 )
-from core.facts import facts_from_arm, parse_machine_id
+from core.facts import HOTPATCH_BUILD, facts_from_arm, parse_machine_id
 from core.licensing import merged_hotpatch_update, new_hotpatch_profile
 from core.policy import SettingError, escalation_webhook_setting
 from core.readiness import ScriptOutputError, parse_action_output, parse_readiness
@@ -212,18 +216,22 @@ def get_machine(call: MachineCall) -> MachineRead:
         return MachineRead(found=False)
     facts = facts_from_arm(_as_dict(machine))
     version = facts.os_version
-    flag = baseline_flag(version.build if version else None, version.revision if version else None, None,
-                         load_baselines(call.baselines_file))
-    return MachineRead(found=True, facts=facts.to_json(), baseline=flag.value)
+    # Against the baselines released by today (the clock's: a rehearsal's virtual day).
+    where = standing(version.build if version else None, version.revision if version else None, None,
+                     load_baselines(call.baselines_file), current_clock().now().date())
+    return MachineRead(found=True, facts=facts.to_json(), baseline=where.flag.value, baseline_detail=where.detail)
 
 
 def _run_body(request: ScriptRequest) -> dict[str, Any]:
+    parameters = dict(request.parameters)
+    if request.script == "readiness":  # the KBs it looks for come from the baselines data, as a parameter
+        parameters["RelevantKbs"] = ",".join(relevant_kbs(load_baselines(request.machine.baselines_file)))
     return {
         "location": request.machine.location,
         "properties": {
             "source": {"script": script_text(request.script)},
             # Data only as parameters: the script text never has values formatted into it.
-            "parameters": [{"name": k, "value": str(v)} for k, v in sorted(request.parameters.items())],
+            "parameters": [{"name": k, "value": str(v)} for k, v in sorted(parameters.items())],
             "asyncExecution": True,  # the PUT returns once the agent has the script; read_script follows it
             "timeoutInSeconds": int(request.timeout_s),
         },
@@ -335,8 +343,11 @@ def _script_outcome(script: str, state: str, view: dict[str, Any], baselines_fil
     try:
         if script == "readiness":
             readiness = parse_readiness(view.get("output"))
-            flag = baseline_flag(readiness.build, readiness.ubr, readiness.hotfixes, load_baselines(baselines_file))
-            return ScriptResult(ScriptResult.SUCCEEDED, result=readiness.to_json(), baseline=flag.value)
+            data = load_baselines(baselines_file)
+            where = standing(readiness.build, readiness.ubr, readiness.hotfixes, data, current_clock().now().date())
+            affected = readiness.build == HOTPATCH_BUILD and data.licensing_issue.affects(readiness.ubr)
+            return ScriptResult(ScriptResult.SUCCEEDED, result=readiness.to_json(), baseline=where.flag.value,
+                                baseline_detail=where.detail, licensing_issue=affected)
         return ScriptResult(ScriptResult.SUCCEEDED, result=parse_action_output(view.get("output"), script))
     except ScriptOutputError as exc:
         return ScriptResult(ScriptResult.FAILED, error=f"unusable output: {exc}")
@@ -369,6 +380,76 @@ def enable_hotpatch(request: EnableRequest) -> dict[str, Any]:
         profiles.begin_create_or_update(resource_group, machine, body, polling=False)
     audit(call, "enable_hotpatch", phase="written", operation=operation, body=body)
     return {"operation": operation}
+
+
+# --- Update Manager's patch assessment ------------------------------------------------------
+
+
+@bp.function_name(START_ASSESSMENT)
+@bp.activity_trigger(input_name="request")
+@requires_arm_actions("Microsoft.HybridCompute/machines/assessPatches/action")
+def start_patch_assessment(request: AssessmentRequest) -> AssessmentResult:
+    """Start ``assessPatches`` (one POST, not polled here): ``running`` with the operation's Location to read, or
+    the result when ARM answered at once. Safe to repeat: a second assessment only reads the machine again."""
+    request = AssessmentRequest.from_json(request)
+    _, resource_group, name = parse_machine_id(request.machine.machine_id)
+    try:
+        poller = _client(request.machine).machines.begin_assess_patches(resource_group, name, polling=False)
+    except HttpResponseError as exc:
+        if exc.status_code == 429 or (exc.status_code or 0) >= 500:
+            raise
+        return AssessmentResult(AssessmentResult.FAILED, error=f"assessPatches refused: {_arm_message(exc)}")
+    # Not polled here: the 202's Location is what read_patch_assessment follows (NoPolling keeps the response).
+    response = poller.polling_method()._initial_response.http_response
+    if response.status_code == 202:
+        location = response.headers.get("Location") or ""
+        if not location:
+            return AssessmentResult(AssessmentResult.FAILED, error="assessPatches answered 202 without a Location")
+        return AssessmentResult(AssessmentResult.RUNNING, operation_url=location)
+    return _assessment_outcome(_json_body(response))
+
+
+@bp.function_name(READ_ASSESSMENT)
+@bp.activity_trigger(input_name="request")
+@requires_arm_actions("Microsoft.HybridCompute/machines/read")
+def read_patch_assessment(request: AssessmentRequest) -> AssessmentResult:
+    """One look at a started assessment: GET its Location through the client's pipeline (authentication and
+    retries as for every call): 202 still running, 200 the ``MachineAssessPatchesResult``."""
+    from azure.core.rest import HttpRequest
+
+    request = AssessmentRequest.from_json(request)
+    client = _client(request.machine)
+    response = client._client.send_request(HttpRequest("GET", request.operation_url))
+    if response.status_code == 202:
+        return AssessmentResult(AssessmentResult.RUNNING, operation_url=request.operation_url)
+    if response.status_code == 429 or response.status_code >= 500:
+        response.raise_for_status()
+    if response.status_code != 200:
+        return AssessmentResult(AssessmentResult.FAILED, error=f"assessPatches operation: HTTP {response.status_code}")
+    return _assessment_outcome(_json_body(response))
+
+
+def _json_body(response: Any) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _assessment_outcome(result: dict[str, Any] | None) -> AssessmentResult:
+    """A ``MachineAssessPatchesResult`` (as ARM sends it) as our result; an unexpected body is a failure named."""
+    if result is None:
+        return AssessmentResult(AssessmentResult.FAILED, error="assessPatches: the result is not a JSON object")
+    status = str(result.get("status") or "Unknown")
+    if status not in ("Succeeded", "CompletedWithWarnings"):
+        detail = result.get("errorDetails") or {}
+        message = detail.get("message", "") if isinstance(detail, dict) else ""
+        return AssessmentResult(AssessmentResult.FAILED, error=f"assessPatches {status}: {message}".rstrip(": "))
+    pending = result.get("rebootPending")
+    if not isinstance(pending, bool):
+        return AssessmentResult(AssessmentResult.FAILED, error=f"assessPatches: rebootPending is {pending!r}")
+    return AssessmentResult(AssessmentResult.SUCCEEDED, reboot_pending=pending)
 
 
 # --- people ------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, TypeVar, Union
 
 from .facts import parse_machine_id
 from .policy import Policy
-from .vocabulary import BaselineFlag, FinalState, Reason
+from .vocabulary import BaselineFlag, FinalState, NextUpdate, Reason
 
 # --- function names: the registration and every call use these -------------------------------------
 
@@ -42,6 +42,8 @@ START_SCRIPT = "start_script"
 READ_SCRIPT = "read_script"
 ENABLE_HOTPATCH = "enable_hotpatch"
 ESCALATE = "escalate"
+START_ASSESSMENT = "start_patch_assessment"
+READ_ASSESSMENT = "read_patch_assessment"
 START_MACHINES = "start_machines"
 READ_MACHINE_WORKFLOWS = "read_machine_workflows"
 START_WINDOWS = "start_windows"
@@ -154,6 +156,9 @@ class MachineCarry(Contract):
     run_seq: int = 0
     started_at: str = ""
     ledger: list[dict[str, Any]] = field(default_factory=list)  # the audit ledger entries this run wrote
+    baseline_detail: str = ""
+    licensing_issue: bool = False
+    assessed_reboot_pending: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +192,7 @@ class MachineRead(Contract):
     found: bool
     facts: dict[str, Any] | None = None
     baseline: str = BaselineFlag.UNKNOWN.value
+    baseline_detail: str = ""  # why (core.baselines.standing), for the report's next_update_detail
 
 
 @dataclass(frozen=True)
@@ -223,10 +229,36 @@ class ScriptResult(Contract):
     result: dict[str, Any] | None = None
     error: str = ""
     baseline: str = BaselineFlag.UNKNOWN.value
+    baseline_detail: str = ""
+    licensing_issue: bool = False  # the revision is in the October 2025 licensing issue's range (baselines data)
 
     @property
     def succeeded(self) -> bool:
         return self.status == self.SUCCEEDED
+
+
+@dataclass(frozen=True)
+class AssessmentRequest(Contract):
+    """Azure Update Manager's patch assessment of one machine (``assessPatches``, a long-running POST): started by
+    one activity, its operation (``operation_url``, the 202's Location) read by another on durable timers."""
+
+    machine: MachineCall
+    operation_url: str = ""
+
+
+@dataclass(frozen=True)
+class AssessmentResult(Contract):
+    """``running`` (with the operation to read), ``succeeded`` (``reboot_pending`` as the assessment says), or
+    ``failed`` (``error``)."""
+
+    RUNNING: ClassVar[str] = "running"
+    SUCCEEDED: ClassVar[str] = "succeeded"
+    FAILED: ClassVar[str] = "failed"
+
+    status: str
+    operation_url: str = ""
+    reboot_pending: bool | None = None
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -275,6 +307,8 @@ class ReportRow(Contract):
     detail: str = ""
     started_at: str = ""  # when this machine's (last) orchestration started; UTC, whole seconds
     finished_at: str = ""
+    next_update: str = NextUpdate.UNKNOWN.value  # what the next monthly update will do (core.forecast)
+    next_update_detail: str = ""
 
     @classmethod
     def untouched(cls, machine_id: str, state: FinalState, reason: str, detail: str) -> ReportRow:

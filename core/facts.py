@@ -14,10 +14,12 @@ from .vocabulary import disconnected_reason  # noqa: F401  (re-exported for call
 
 HOTPATCH_BUILD = 26100
 MIN_HOTPATCH_REVISION = 1742  # seed: "build 26100.1742 or later"
-LICENSING_BUG_REVISION = 6899  # seed: KB5066835 (26100.6899) or later is affected
 
 SUPPORTED_EDITIONS = ("standard", "datacenter", "datacenter: azure edition")
 AZURE_EDITION = "datacenter: azure edition"
+
+ENABLEMENT_ENABLED, ENABLEMENT_FAILED, ENABLEMENT_ACTION_REQUIRED, ENABLEMENT_PENDING = (
+    "enabled", "failed", "action_required", "pending")
 
 _VERSION = re.compile(r"^\s*(\d+)\.(\d+)\.(\d+)(?:\.(\d+))?\s*$")
 _SKU = re.compile(r"^\s*windows\s+server\s+(?:\d{4}\s+)?(.*?)\s*$", re.IGNORECASE)
@@ -81,6 +83,15 @@ class MachineFacts:
     # Whether the license profile holds anything a replacing PUT would drop (product features or type, an
     # ESU license assignment, Software Assurance): without it, a new profile is simply created.
     license_in_use: bool = True
+    # The two levels of Hotpatch enablement report their errors apart: the license feature's and the machine's.
+    hotpatch_feature_error: str = ""
+    hotpatch_enablement_error: str = ""
+    agent_version: str = ""  # properties.agentVersion ("1.58.03228.2572"), "" when ARM does not say
+    # properties.agentConfiguration, what decides whether Run Command may run (azcmagent config).
+    extensions_enabled: str = ""  # "true" | "false" | "" (not reported)
+    extensions_allowlist: tuple[str, ...] = ()  # "Publisher/Type" entries
+    extensions_blocklist: tuple[str, ...] = ()
+    config_mode: str = ""  # "full" | "monitor" | ""
 
     @property
     def os_version(self) -> OsVersion | None:
@@ -96,7 +107,29 @@ class MachineFacts:
 
     @property
     def hotpatch_enabled(self) -> bool:
+        """The license level: the Hotpatch feature's subscriptionStatus is Enabled (what a write asks for)."""
         return (self.hotpatch_feature_status or "").lower() == "enabled"
+
+    @property
+    def enablement(self) -> str:
+        """Both levels at once: ``enabled`` when the license feature is Enabled and the machine's
+        hotpatchEnablementStatus is too (or not reported at all), ``failed`` when the feature reports Failed,
+        ``action_required`` when the machine reports ActionRequired, else ``pending`` (Enabling,
+        PendingEvaluation, ...: keep waiting)."""
+        feature = (self.hotpatch_feature_status or "").lower()
+        machine = (self.hotpatch_enablement_status or "").lower()
+        if feature == "failed":
+            return ENABLEMENT_FAILED
+        if machine == "actionrequired":
+            return ENABLEMENT_ACTION_REQUIRED
+        if feature == "enabled" and machine in ("enabled", ""):
+            return ENABLEMENT_ENABLED
+        return ENABLEMENT_PENDING
+
+    @property
+    def enablement_error(self) -> str:
+        """What Azure said of a failed or blocked enablement (the machine level first: it names the action)."""
+        return self.hotpatch_enablement_error or self.hotpatch_feature_error
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,7 +139,10 @@ class MachineFacts:
             "location": self.location, "hotpatch_feature_status": self.hotpatch_feature_status,
             "hotpatch_enablement_status": self.hotpatch_enablement_status,
             "license_features": [dict(f) for f in self.license_features],
-            "license_in_use": self.license_in_use,
+            "license_in_use": self.license_in_use, "hotpatch_feature_error": self.hotpatch_feature_error,
+            "hotpatch_enablement_error": self.hotpatch_enablement_error, "agent_version": self.agent_version,
+            "extensions_enabled": self.extensions_enabled, "extensions_allowlist": list(self.extensions_allowlist),
+            "extensions_blocklist": list(self.extensions_blocklist), "config_mode": self.config_mode,
         }
 
     @classmethod
@@ -119,6 +155,11 @@ class MachineFacts:
             hotpatch_enablement_status=data.get("hotpatch_enablement_status"),
             license_features=tuple(dict(f) for f in data.get("license_features") or ()),
             license_in_use=bool(data.get("license_in_use", True)),
+            hotpatch_feature_error=data.get("hotpatch_feature_error", ""),
+            hotpatch_enablement_error=data.get("hotpatch_enablement_error", ""),
+            agent_version=data.get("agent_version", ""), extensions_enabled=data.get("extensions_enabled", ""),
+            extensions_allowlist=tuple(data.get("extensions_allowlist") or ()),
+            extensions_blocklist=tuple(data.get("extensions_blocklist") or ()), config_mode=data.get("config_mode", ""),
         )
 
 
@@ -157,6 +198,31 @@ def hotpatch_feature_status(license_profile: dict[str, Any] | None) -> str | Non
     return None
 
 
+def error_text(error: Any) -> str:
+    """An ARM ``ErrorDetail`` as one line: ``code: message`` (empty when there is none)."""
+    if not isinstance(error, dict):
+        return ""
+    code, message = str(error.get("code") or "").strip(), str(error.get("message") or "").strip()
+    return f"{code}: {message}" if code and message else code or message
+
+
+def _hotpatch_feature_error(license_profile: dict[str, Any] | None) -> str:
+    features = ((license_profile or {}).get("productProfile") or {}).get("productFeatures") or []
+    for feature in features if isinstance(features, list) else []:
+        if isinstance(feature, dict) and str(feature.get("name", "")).lower() == "hotpatch":
+            return error_text(feature.get("error"))
+    return ""
+
+
+def _extensions(value: Any, where: str) -> tuple[str, ...]:
+    """``[{publisher, type}]`` of an agent configuration list as ``Publisher/Type`` entries."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise MachinePayloadError(f"agentConfiguration.{where} must be a list of {{publisher, type}} objects")
+    return tuple(f"{v.get('publisher') or ''}/{v.get('type') or ''}" for v in value)
+
+
 def facts_from_arm(machine: dict[str, Any]) -> MachineFacts:
     """MachineFacts from a machine GET (``$expand=instanceView``) body, as ARM/the SDK's as_dict send it."""
     if not isinstance(machine, dict):
@@ -175,6 +241,9 @@ def facts_from_arm(machine: dict[str, Any]) -> MachineFacts:
     tags = machine.get("tags") or {}
     if not isinstance(tags, dict):
         raise MachinePayloadError(f"machine {resource_id}: 'tags' must be an object")
+    agent = props.get("agentConfiguration") or {}
+    if not isinstance(agent, dict):
+        raise MachinePayloadError(f"machine {resource_id}: 'agentConfiguration' must be an object")
     return MachineFacts(
         id=resource_id,
         name=machine.get("name") or name,
@@ -190,6 +259,13 @@ def facts_from_arm(machine: dict[str, Any]) -> MachineFacts:
         hotpatch_enablement_status=patch_status.get("hotpatchEnablementStatus"),
         license_features=tuple(product_features(props.get("licenseProfile"))),
         license_in_use=license_in_use(props.get("licenseProfile")),
+        hotpatch_feature_error=_hotpatch_feature_error(props.get("licenseProfile")),
+        hotpatch_enablement_error=error_text(patch_status.get("error")),
+        agent_version=str(props.get("agentVersion") or ""),
+        extensions_enabled=str(agent.get("extensionsEnabled") or "").strip().lower(),
+        extensions_allowlist=_extensions(agent.get("extensionsAllowList"), "extensionsAllowList"),
+        extensions_blocklist=_extensions(agent.get("extensionsBlockList"), "extensionsBlockList"),
+        config_mode=str(agent.get("configMode") or "").strip().lower(),
     )
 
 

@@ -28,7 +28,7 @@ field                    a request may set it to
 Everything else is fixed by the app settings and is a ``NarrowingError`` naming the field:
 the scope (``subscriptions``: the path names the subscription, ``exclude_tag``), where the
 app talks to (``escalation_webhook``, ``cloud``, ``arm_endpoint``), what it reads
-(``baselines_file``), when it runs (``schedule``, ``maintenance_window``: a different window
+(``baselines_file``, ``assess_patches``), when it runs (``schedule``, ``maintenance_window``: a different window
 is not a narrower one), and how it works rather than how much it does (``workaround_mode``:
 ``reactive`` may mean a later, second reboot; the poll intervals, which set the ARM load;
 ``run_command_attempts``; ``disconnected_grace``, which decides whether a flapping agent is
@@ -146,6 +146,16 @@ def _bool(raw: Any) -> bool:
     if text in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("true or false")
+
+
+def _auto_or_bool(raw: Any) -> str:
+    """``auto`` (the default: decided by the run), or a boolean as ``on`` / ``off``."""
+    if str(raw).strip().lower() == "auto":
+        return "auto"
+    try:
+        return "on" if _bool(raw) else "off"
+    except ValueError:
+        raise ValueError("auto, true or false") from None
 
 
 def _enum(enum_type: type) -> Callable[[Any], str]:
@@ -363,10 +373,17 @@ class Policy:
     cloud: str = "AzureCloud"
     arm_endpoint: str = ""
     baselines_file: str = ""
+    assess_patches: str = "auto"
 
     @property
     def resolved_arm_endpoint(self) -> str:
         return self.arm_endpoint or CLOUD_ARM_ENDPOINTS[self.cloud]
+
+    @property
+    def assesses_patches(self) -> bool:
+        """Run Update Manager's patch assessment for the forecast: ``auto`` in dry runs (``plan`` included) only;
+        a rollout keeps within the ARM budget unless the setting says ``true``."""
+        return self.assess_patches == "on" or (self.assess_patches == "auto" and self.dry_run)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe form, the orchestrations' input (round-trips through ``from_json``, secrets aside).
@@ -441,6 +458,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("cloud", _cloud, "Azure cloud"),
     SettingSpec("arm_endpoint", _arm_endpoint, "ARM endpoint (overrides the cloud's)"),
     SettingSpec("baselines_file", _baselines_file, "extra JSON file of Hotpatch baselines"),
+    SettingSpec("assess_patches", _auto_or_bool,
+                "run Update Manager's patch assessment for the next-update forecast (auto: in dry runs only)"),
 )
 SETTINGS_BY_FIELD = {s.field: s for s in SETTINGS}
 SECRET_FIELDS = ("escalation_webhook",)

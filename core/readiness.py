@@ -68,6 +68,8 @@ class Readiness:
     # Why a restart is already pending (empty: none): ``arc_hotpatch`` (the one an apply_changes run asked
     # for), ``component_servicing``, ``windows_update``, ``file_rename`` (Windows' own signals).
     reboot_pending: tuple[str, ...] = ()
+    # Which signal told the firmware type: GetFirmwareType, env:firmware_type, SecureBoot\State, or none.
+    firmware_signal: str = ""
 
     @property
     def our_reboot_pending(self) -> bool:
@@ -77,6 +79,11 @@ class Readiness:
     @property
     def vsm_running(self) -> bool:
         return self.vbs_status == 2
+
+    @property
+    def firmware_unknown(self) -> bool:
+        """No signal told the firmware type: not a verdict on the hardware."""
+        return self.firmware.strip().lower() in ("", "unknown")
 
     @property
     def uefi_secure_boot(self) -> bool:
@@ -125,7 +132,15 @@ def parse_readiness(output: str | None) -> Readiness:
         last_boot=_require(data, "last_boot", (str,), script),
         hotfixes=tuple(hotfixes),
         reboot_pending=tuple(pending),
+        firmware_signal=_optional_text(data, "firmware_signal", script),
     )
+
+
+def _optional_text(data: dict[str, Any], key: str, script: str) -> str:
+    value = data.get(key, "")
+    if not isinstance(value, str):
+        raise ScriptOutputError(f"{script}: '{key}' must be str, got {value!r}")
+    return value
 
 
 def parse_action_output(output: str | None, script: str) -> dict[str, Any]:

@@ -7,12 +7,12 @@ checks 1-7 need only the ARM resource, check 8 needs the readiness script
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .facts import (
     AZURE_EDITION,
     HOTPATCH_BUILD,
-    LICENSING_BUG_REVISION,
     MIN_HOTPATCH_REVISION,
     SUPPORTED_EDITIONS,
     MachineFacts,
@@ -63,8 +63,58 @@ def check_arm_facts(facts: MachineFacts, exclude_tag: str = "hotpatch") -> Verdi
     return None
 
 
+MIN_RUN_COMMAND_AGENT = (1, 33)  # Run Command needs Connected Machine agent 1.33 or later
+RUN_COMMAND_EXTENSION = "Microsoft.CPlat.Core/RunCommandHandlerWindows"
+_AGENT_VERSION = re.compile(r"^\s*(\d+)\.(\d+)")
+
+
+def check_run_command(facts: MachineFacts) -> Verdict | None:
+    """Whether Run Command can reach the machine at all, from what the ARM resource says of its agent (version and
+    ``azcmagent config``): such a machine is escalated before any script, its detail naming what to change.
+    An agent that does not report a setting is not judged on it (the Run Command itself will tell)."""
+    version = _AGENT_VERSION.match(facts.agent_version)
+    if version and (int(version.group(1)), int(version.group(2))) < MIN_RUN_COMMAND_AGENT:
+        return Verdict(
+            FinalState.ESCALATED, Reason.AGENT_TOO_OLD,
+            f"Connected Machine agent {facts.agent_version} predates Run Command (needs 1.33 or later): upgrade the "
+            "agent (azcmagent, or enable automatic agent upgrade)",
+        )
+    blocked = _run_command_blocker(facts)
+    if blocked:
+        return Verdict(FinalState.ESCALATED, Reason.RUN_COMMAND_BLOCKED, blocked)
+    return None
+
+
+def _run_command_blocker(facts: MachineFacts) -> str:
+    extension = RUN_COMMAND_EXTENSION.lower()
+    if facts.config_mode == "monitor":
+        return ("the agent runs in monitor mode (agentConfiguration.configMode monitor), which refuses Run Command: "
+                "on the machine run `azcmagent config set config.mode full`")
+    if facts.extensions_enabled == "false":
+        return ("extensions are disabled on the agent (agentConfiguration.extensionsEnabled false): on the machine run "
+                "`azcmagent config set extensions.enabled true`")
+    if any(entry.lower() == extension for entry in facts.extensions_blocklist):
+        kept = [e for e in facts.extensions_blocklist if e.lower() != extension]
+        command = (f'azcmagent config set extensions.blocklist "{",".join(kept)}"' if kept
+                   else "azcmagent config clear extensions.blocklist")
+        return (f"{RUN_COMMAND_EXTENSION} is in the agent's extensions.blocklist (agentConfiguration."
+                f"extensionsBlockList): on the machine run `{command}`")
+    if facts.extensions_allowlist and not any(entry.lower() == extension for entry in facts.extensions_allowlist):
+        allowed = ",".join([*facts.extensions_allowlist, RUN_COMMAND_EXTENSION])
+        return (f"the agent's extensions.allowlist (agentConfiguration.extensionsAllowList) omits "
+                f'{RUN_COMMAND_EXTENSION}: on the machine run `azcmagent config set extensions.allowlist "{allowed}"`')
+    return ""
+
+
 def check_readiness(readiness: Readiness) -> Verdict | None:
-    """Check 8: VBS hardware prerequisites (UEFI with Secure Boot)."""
+    """Check 8: VBS hardware prerequisites (UEFI with Secure Boot). A firmware type no signal could tell is not
+    a verdict on the hardware: a human looks."""
+    if readiness.firmware_unknown:
+        return Verdict(
+            FinalState.ESCALATED, Reason.VBS_HARDWARE,
+            "the firmware type could not be determined ($env:firmware_type, GetFirmwareType and the SecureBoot "
+            "registry key gave no answer): check it on the machine (msinfo32, BIOS Mode)",
+        )
     if not readiness.uefi_secure_boot:
         return Verdict(
             FinalState.INELIGIBLE, Reason.VBS_HARDWARE,
@@ -97,18 +147,19 @@ class Plan:
         return [action.value for wanted, action in planned if wanted]
 
 
-def workaround_applies(revision: int, readiness: Readiness) -> bool:
-    """The licensing issue can affect the machine and its override is not set yet."""
-    return revision >= LICENSING_BUG_REVISION and not readiness.workaround_active
+def workaround_applies(licensing_issue: bool, readiness: Readiness) -> bool:
+    """The licensing issue can affect the machine's revision (per the baselines data's range, which the
+    activity that read the revision judged) and its override is not set yet."""
+    return licensing_issue and not readiness.workaround_active
 
 
-def plan_actions(readiness: Readiness, hotpatch_enabled: bool, workaround_mode: str) -> Plan:
+def plan_actions(readiness: Readiness, hotpatch_enabled: bool, workaround_mode: str, licensing_issue: bool) -> Plan:
     """The planner: VSM when not running; the workaround in ``proactive`` mode when it applies
     (``reactive`` applies it only when enablement is stuck, ``off`` never); enable unless Enabled."""
     return Plan(
         enable_vsm=not readiness.vsm_running,
         licensing_workaround=(
-            workaround_mode == WorkaroundMode.PROACTIVE and workaround_applies(readiness.ubr, readiness)
+            workaround_mode == WorkaroundMode.PROACTIVE and workaround_applies(licensing_issue, readiness)
         ),
         enable_hotpatch=not hotpatch_enabled,
     )

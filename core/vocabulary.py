@@ -28,6 +28,9 @@ class Reason(StrEnum):
     VSM_NOT_RUNNING = "vsm_not_running"
     ENABLE_FAILED = "enable_failed"
     ENABLE_STUCK = "enable_stuck"
+    ENABLE_ACTION_REQUIRED = "enable_action_required"  # the machine reports hotpatchEnablementStatus ActionRequired
+    AGENT_TOO_OLD = "agent_too_old"  # the Connected Machine agent predates Run Command (1.33)
+    RUN_COMMAND_BLOCKED = "run_command_blocked"  # the agent's configuration refuses the Run Command extension
     RUN_COMMAND_FAILED = "run_command_failed"
     APPROVAL_TIMEOUT = "approval_timeout"
     REBOOT_REQUIRED = "reboot_required"
@@ -70,6 +73,14 @@ class WorkaroundMode(StrEnum):
 class BaselineFlag(StrEnum):
     ON = "on"
     OFF = "off"
+    UNKNOWN = "unknown"
+
+
+class NextUpdate(StrEnum):
+    """The report's ``next_update``: what the next monthly update will do to the machine."""
+
+    HOTPATCH = "hotpatch"  # installs without a reboot
+    REBOOT = "reboot"  # will reboot (``next_update_detail`` says why)
     UNKNOWN = "unknown"
 
 

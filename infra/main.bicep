@@ -185,6 +185,14 @@ param hotpatchArmEndpoint string = ''
 @description('HOTPATCH_BASELINES_FILE: extra JSON file of Hotpatch baselines (path in the deployed package); empty: none.')
 param hotpatchBaselinesFile string = ''
 
+@allowed([
+  'auto'
+  'true'
+  'false'
+])
+@description('HOTPATCH_ASSESS_PATCHES: run Update Manager\'s patch assessment for the next-update forecast: auto (dry runs only), true or false.')
+param hotpatchAssessPatches string = 'auto'
+
 // ---------------------------------------------------------------- names
 
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -289,6 +297,7 @@ var hotpatchAppSettings = {
   HOTPATCH_CLOUD: hotpatchCloud
   HOTPATCH_ARM_ENDPOINT: hotpatchArmEndpoint
   HOTPATCH_BASELINES_FILE: hotpatchBaselinesFile
+  HOTPATCH_ASSESS_PATCHES: hotpatchAssessPatches
 }
 
 // With the Durable Task Scheduler backend: its connection, through the same identity.

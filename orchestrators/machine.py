@@ -26,9 +26,13 @@ from core.contracts import (
     ESCALATE,
     GET_MACHINE,
     MACHINE_ORCHESTRATOR,
+    READ_ASSESSMENT,
     READ_SCRIPT,
     ROLLOUT_RECORD,
+    START_ASSESSMENT,
     START_SCRIPT,
+    AssessmentRequest,
+    AssessmentResult,
     EnableRequest,
     Escalation,
     MachineCall,
@@ -40,7 +44,15 @@ from core.contracts import (
     ScriptRequest,
     ScriptResult,
 )
-from core.facts import MachineFacts, parse_machine_id
+from core.facts import (
+    ENABLEMENT_ACTION_REQUIRED,
+    ENABLEMENT_ENABLED,
+    ENABLEMENT_FAILED,
+    ENABLEMENT_PENDING,
+    MachineFacts,
+    parse_machine_id,
+)
+from core.forecast import forecast
 from core.ledger import (
     DONE,
     FAILED,
@@ -54,7 +66,15 @@ from core.ledger import (
 )
 from core.policy import Policy
 from core.readiness import Readiness
-from core.rules import Plan, Verdict, check_arm_facts, check_readiness, plan_actions, workaround_applies
+from core.rules import (
+    Plan,
+    Verdict,
+    check_arm_facts,
+    check_readiness,
+    check_run_command,
+    plan_actions,
+    workaround_applies,
+)
 from core.schedule import format_utc, next_window_start, parse_utc
 from core.vocabulary import (
     REBOOT_APPROVED_EVENT,
@@ -86,6 +106,10 @@ SCRIPT_POLL_S = 20
 REBOOT_FIRST_CHECK_S = REBOOT_DELAY_S + 6 * 60
 ENABLE_FIRST_CHECK_S = 10 * 60 + 30
 RUN_RETRY_BASE_S = 30
+# Update Manager's patch assessment takes a minute or a few; past the timeout the forecast goes without it.
+ASSESSMENT_FIRST_LOOK_S = 60
+ASSESSMENT_POLL_S = 30
+ASSESSMENT_TIMEOUT_S = 15 * 60
 APPLY_CHANGES = "apply_changes"  # the one script for every change that needs the reboot (and the reboot)
 ASSESS, CHANGE, ENABLE, REACTIVE = "assess", "change", "enable", "reactive"  # the phases (one execution each)
 
@@ -115,6 +139,9 @@ class Run:
     facts: MachineFacts | None = None
     readiness: Readiness | None = None
     baseline: str = BaselineFlag.UNKNOWN.value  # from the latest read (ARM facts, then readiness)
+    baseline_detail: str = ""  # why (the baselines data's words), for the next-update forecast
+    licensing_issue: bool = False  # the readiness revision is in the licensing issue's range (baselines data)
+    assessed_reboot_pending: bool | None = None  # Update Manager's assessment (assess_patches), None: not known
     actions: list[str] = field(default_factory=list)
     reboots: int = 0
     member: bool = False  # the plan had changes: the machine belongs to a wave
@@ -136,7 +163,8 @@ class Run:
             readiness=Readiness.from_json(carry.readiness), baseline=carry.baseline, actions=list(carry.actions),
             reboots=carry.reboots, member=carry.member, workaround_done=carry.workaround_done,
             run_seq=carry.run_seq, plan=Plan(**carry.plan), started_at=carry.started_at,
-            ledger=[LedgerEntry.from_json(e) for e in carry.ledger],
+            ledger=[LedgerEntry.from_json(e) for e in carry.ledger], baseline_detail=carry.baseline_detail,
+            licensing_issue=carry.licensing_issue, assessed_reboot_pending=carry.assessed_reboot_pending,
         )
 
     def carry(self, phase: str) -> MachineInput:
@@ -145,7 +173,8 @@ class Run:
             phase=phase, plan=asdict(self.plan), facts=self.facts.to_json(), readiness=self.readiness.to_json(),
             baseline=self.baseline, actions=list(self.actions), reboots=self.reboots, member=self.member,
             workaround_done=self.workaround_done, run_seq=self.run_seq, started_at=self.started_at,
-            ledger=[e.to_json() for e in self.ledger],
+            ledger=[e.to_json() for e in self.ledger], baseline_detail=self.baseline_detail,
+            licensing_issue=self.licensing_issue, assessed_reboot_pending=self.assessed_reboot_pending,
         ))
 
     @property
@@ -183,7 +212,7 @@ class Run:
         if not read.found or not read.facts:
             return None
         if self.readiness is None:
-            self.baseline = read.baseline
+            self.baseline, self.baseline_detail = read.baseline, read.baseline_detail
         self.facts = MachineFacts.from_json(read.facts)
         return self.facts
 
@@ -260,11 +289,14 @@ def report_row(run: Run, verdict: Verdict) -> ReportRow:
     """The machine's line of the report (SPEC §5)."""
     subscription_id, _, name = parse_machine_id(run.machine_id)
     facts = run.facts
+    outlook = forecast(run.now, facts, run.readiness, run.baseline, run.baseline_detail, run.licensing_issue,
+                       run.assessed_reboot_pending)
     return ReportRow(
         id=run.machine_id, subscription_id=subscription_id, name=facts.name if facts else name,
         state=verdict.state.value, reason=str(verdict.reason), actions=list(run.actions), reboots=run.reboots,
         os_version=facts.os_version_text if facts else "", baseline=run.baseline, detail=verdict.detail,
-        started_at=run.started_at, finished_at=format_utc(run.now),
+        started_at=run.started_at, finished_at=format_utc(run.now), next_update=outlook.next_update.value,
+        next_update_detail=outlook.detail,
     )
 
 
@@ -281,8 +313,8 @@ def workflow(run: Run) -> Steps:
         run.plan = plan
         if plan.reboot:
             raise NextPhase(CHANGE)
-        if plan.enable_hotpatch:
-            raise NextPhase(ENABLE)
+        if plan.enable_hotpatch or _enablement(run) != ENABLEMENT_ENABLED:
+            raise NextPhase(ENABLE)  # to enable, or (already written) to wait until both levels say Enabled
         return
     plan = run.plan
     assert plan is not None and run.readiness is not None
@@ -294,26 +326,26 @@ def workflow(run: Run) -> Steps:
                 f"VirtualizationBasedSecurityStatus {run.readiness.vbs_status} after reboot: check the hardware "
                 "or hypervisor VBS support",
             )
-        if plan.enable_hotpatch:
+        if plan.enable_hotpatch or _enablement(run) != ENABLEMENT_ENABLED:
             raise NextPhase(ENABLE)
         return
     if phase == ENABLE:
-        run.status("enabling_hotpatch")
         facts = run.facts
         assert facts is not None
-        request = EnableRequest(run.call(), list(facts.license_features), create=not facts.license_in_use)
-        yield from run.record(run.entry(Action.ENABLE_HOTPATCH.value, REQUESTED, create=request.create))
-        yield run.context.call_activity_with_retry(ENABLE_HOTPATCH, ARM_RETRY, request)
-        run.actions.append(Action.ENABLE_HOTPATCH.value)
+        if plan.enable_hotpatch:
+            run.status("enabling_hotpatch")
+            request = EnableRequest(run.call(), list(facts.license_features), create=not facts.license_in_use)
+            yield from run.record(run.entry(Action.ENABLE_HOTPATCH.value, REQUESTED, create=request.create))
+            yield run.context.call_activity_with_retry(ENABLE_HOTPATCH, ARM_RETRY, request)
+            run.actions.append(Action.ENABLE_HOTPATCH.value)
         outcome = yield from wait_for_enablement(run)
         reactive = run.policy.workaround_mode == WorkaroundMode.REACTIVE and not run.workaround_done
-        if outcome == "stuck" and reactive and workaround_applies(run.readiness.ubr, run.readiness):
+        if outcome == "stuck" and reactive and workaround_applies(run.licensing_issue, run.readiness):
             raise NextPhase(REACTIVE)
     else:  # REACTIVE: enablement was stuck; the workaround and its reboot, then wait for it again
         yield from change_and_reboot(run, enable_vsm=False, workaround=True)
         outcome = yield from wait_for_enablement(run)
-    if outcome == "failed":
-        run.done(FinalState.ESCALATED, Reason.ENABLE_FAILED, "the Hotpatch feature reported Failed")
+    enablement_escalation(run, outcome)
     if outcome == "stuck":
         run.done(
             FinalState.ESCALATED, Reason.ENABLE_STUCK,
@@ -341,6 +373,7 @@ def assess(run: Run) -> Steps:
         if facts is None:
             run.done(FinalState.SKIPPED_DISCONNECTED, Reason.MACHINE_NOT_FOUND, "the Arc resource no longer exists")
         verdict = check_arm_facts(facts, policy.exclude_tag)
+    verdict = verdict or check_run_command(facts)  # no script is sent to an agent that would refuse it
     if verdict:
         raise Finished(verdict)
 
@@ -360,8 +393,12 @@ def assess(run: Run) -> Steps:
     if verdict:
         raise Finished(verdict)
 
-    plan = plan_actions(run.readiness, facts.hotpatch_enabled, policy.workaround_mode)
+    plan = plan_actions(run.readiness, facts.hotpatch_enabled, policy.workaround_mode, run.licensing_issue)
     run.member = bool(plan.actions)
+    if not plan.actions:  # enrolled by its license already: a machine level that failed is no change of ours to make
+        enablement_escalation(run, _enablement(run))
+    if policy.assesses_patches:
+        yield from assess_patches(run)
     if policy.dry_run:
         detail = ""
         if plan.reboot and policy.reboot_policy == RebootPolicy.NEVER:
@@ -420,7 +457,8 @@ def read_readiness(run: Run, attempts: int | None = None, deadline: datetime | N
         if attempts == 1:
             return None
         run.done(FinalState.ESCALATED, Reason.RUN_COMMAND_FAILED, f"readiness: {result.error}")
-    run.baseline = result.baseline
+    run.baseline, run.baseline_detail, run.licensing_issue = (result.baseline, result.baseline_detail,
+                                                              result.licensing_issue)
     return Readiness.from_json(result.result or {})
 
 
@@ -581,6 +619,7 @@ def change_and_reboot(run: Run, *, enable_vsm: bool, workaround: bool) -> Steps:
         run.workaround_done = True
     run.actions.append(Action.REBOOT.value)
     run.reboots += 1
+    run.assessed_reboot_pending = None  # an assessment from before this reboot no longer says anything
     readiness = yield from wait_for_reboot(run, requested_at)
     yield from run.record(*_outcomes(run, readiness, [APPLY_CHANGES, *changes], script_id))
     if readiness is None:
@@ -626,15 +665,34 @@ def wait_for_reboot(run: Run, requested_at: datetime) -> Steps:
 
 
 def wait_for_enablement(run: Run) -> Steps:
-    """Poll the machine until its Hotpatch feature is Enabled / Failed, or ``stuck`` at the enable timeout; the
-    outcome goes to the ledger."""
+    """Poll the machine until both levels say Enabled, one fails, or ``stuck`` at the enable timeout; the outcome
+    of a write this run made goes to the ledger."""
     outcome = yield from _poll_enablement(run)
-    yield from run.record(run.entry(Action.ENABLE_HOTPATCH.value, DONE if outcome == "enabled" else FAILED,
-                                    f"Hotpatch {outcome}", made=True))
+    if Action.ENABLE_HOTPATCH.value in run.actions:
+        yield from run.record(run.entry(Action.ENABLE_HOTPATCH.value, DONE if outcome == ENABLEMENT_ENABLED else FAILED,
+                                        f"Hotpatch {outcome}", made=True))
     return outcome
 
 
+def _enablement(run: Run) -> str:
+    return run.facts.enablement if run.facts is not None else ENABLEMENT_PENDING
+
+
+def enablement_escalation(run: Run, outcome: str) -> None:
+    """A level that reports Failed, or a machine that reports ActionRequired, escalates at once with Azure's
+    error text (there is nothing to wait for)."""
+    error = run.facts.enablement_error if run.facts else ""
+    said = f": {error}" if error else ""
+    if outcome == ENABLEMENT_FAILED:
+        run.done(FinalState.ESCALATED, Reason.ENABLE_FAILED, f"the Hotpatch feature reported Failed{said}")
+    if outcome == ENABLEMENT_ACTION_REQUIRED:
+        run.done(FinalState.ESCALATED, Reason.ENABLE_ACTION_REQUIRED,
+                 f"the machine reports hotpatchEnablementStatus ActionRequired{said or ' (no error text)'}")
+
+
 def _poll_enablement(run: Run) -> Steps:
+    """Until both levels say Enabled (``enabled``), one reports Failed or ActionRequired, or ``stuck`` at the
+    deadline; PendingEvaluation and Enabling keep waiting."""
     deadline = run.now + timedelta(seconds=run.policy.enable_timeout)
     poll = timedelta(seconds=run.policy.enable_poll_interval)
     run.status("waiting_for_enablement", until=deadline.isoformat())
@@ -643,10 +701,26 @@ def _poll_enablement(run: Run) -> Steps:
         yield run.context.create_timer(min(run.now + wait, deadline))
         wait = poll
         facts = yield from run.read_machine()
-        status = ((facts.hotpatch_feature_status if facts else None) or "").lower()
-        if status == "enabled":
-            return "enabled"
-        if status == "failed":
-            return "failed"
+        outcome = facts.enablement if facts is not None else ENABLEMENT_PENDING
+        if outcome != ENABLEMENT_PENDING:
+            return outcome
         if run.now >= deadline:
             return "stuck"
+
+
+def assess_patches(run: Run) -> Steps:
+    """Update Manager's patch assessment (``assess_patches``), for the forecast's pending-reboot signal: started by
+    one activity, read on durable timers by another until it ends or its timeout passes. A failed or unfinished
+    assessment leaves the forecast to the readiness script's signals."""
+    run.status("assessing_patches")
+    request = AssessmentRequest(run.call())
+    result = AssessmentResult.from_json((yield run.context.call_activity_with_retry(START_ASSESSMENT, ARM_RETRY,
+                                                                                    request)))
+    deadline = run.now + timedelta(seconds=ASSESSMENT_TIMEOUT_S)
+    look = timedelta(seconds=ASSESSMENT_FIRST_LOOK_S)
+    while result.status == AssessmentResult.RUNNING and run.now < deadline:
+        yield run.context.create_timer(min(run.now + look, deadline))
+        look = timedelta(seconds=ASSESSMENT_POLL_S)
+        result = AssessmentResult.from_json((yield run.context.call_activity_with_retry(
+            READ_ASSESSMENT, ARM_RETRY, replace(request, operation_url=result.operation_url))))
+    run.assessed_reboot_pending = result.reboot_pending if result.status == AssessmentResult.SUCCEEDED else None

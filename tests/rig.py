@@ -276,10 +276,12 @@ class Rigs:
         self.opened: list[Rig] = []
 
     def open(self, machines: dict[str, dict[str, Any]], *, serve: bool = False, subscriptions: int = 1,
-             seed: int = 1, faults: Any = None, activity_workers: int = 4, **policy: Any) -> Rig:
+             seed: int = 1, faults: Any = None, activity_workers: int = 4, start: datetime | None = None,
+             **policy: Any) -> Rig:
+        """``start``: the virtual clock's start (default the kit's fixed one)."""
         import function_app
 
-        clock = VirtualClock()
+        clock = VirtualClock(start) if start is not None else VirtualClock()
         twin = FleetTwin(one_machine_per_entry(machines, subscriptions=subscriptions, seed=seed), clock, faults)
         twin_url = twin.start()
         self.stack.callback(twin.stop)

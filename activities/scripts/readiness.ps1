@@ -1,7 +1,9 @@
 # arc-hotpatch: readiness
 # Read-only Hotpatch readiness facts. Prints one compact JSON line (Run Command keeps only the last 4 KB).
 param(
-    [string]$RequestId = ''
+    [string]$RequestId = '',
+    # The KBs whose presence tells same-build updates apart (from the baselines data), comma-separated.
+    [string]$RelevantKbs = 'KB5066835,KB5070893,KB5070881'
 )
 $ErrorActionPreference = 'Stop'
 
@@ -21,7 +23,29 @@ try {
     $vbsStatus = [int]$dg.VirtualizationBasedSecurityStatus
 } catch { $vbsStatus = $null }
 
-$firmware = if ($env:firmware_type) { [string]$env:firmware_type } else { 'Unknown' }
+# Firmware type from more than one signal (a session may lack $env:firmware_type): the kernel32 API first, then
+# the environment, then the SecureBoot State key (present on UEFI machines only). Which one decided is reported;
+# when none answers the firmware is 'Unknown' (a human looks, the hardware is not judged unfit).
+$firmware = 'Unknown'
+$firmwareSignal = 'none'
+try {
+    if (-not ('ArcHotpatch.Firmware' -as [type])) {
+        Add-Type -Namespace 'ArcHotpatch' -Name 'Firmware' -MemberDefinition '[DllImport("kernel32.dll")] public static extern bool GetFirmwareType(ref uint FirmwareType);'
+    }
+    [uint32]$firmwareCode = 0
+    if ([ArcHotpatch.Firmware]::GetFirmwareType([ref]$firmwareCode)) {
+        if ($firmwareCode -eq 2) { $firmware = 'UEFI'; $firmwareSignal = 'GetFirmwareType' }
+        elseif ($firmwareCode -eq 1) { $firmware = 'BIOS'; $firmwareSignal = 'GetFirmwareType' }
+    }
+} catch { $firmwareSignal = 'none' }
+if ($firmware -eq 'Unknown' -and $env:firmware_type) {
+    $firmware = [string]$env:firmware_type
+    $firmwareSignal = 'env:firmware_type'
+}
+if ($firmware -eq 'Unknown' -and (Test-Path 'HKLM:\SYSTEM\CurrentControlSet\Control\SecureBoot\State')) {
+    $firmware = 'UEFI'
+    $firmwareSignal = 'SecureBoot\State'
+}
 $secureBoot = $null
 try { $secureBoot = [bool](Confirm-SecureBootUEFI) } catch { $secureBoot = $false }
 
@@ -52,7 +76,7 @@ if ($null -ne (Get-RegValue 'HKLM:\SYSTEM\CurrentControlSet\Control\Session Mana
     $pending += 'file_rename'
 }
 
-$relevantKbs = @('KB5066835', 'KB5070893', 'KB5070881')
+$relevantKbs = @($RelevantKbs -split ',' | ForEach-Object { $_.Trim().ToUpperInvariant() } | Where-Object { $_ })
 $hotfixes = @(Get-HotFix | Where-Object { $relevantKbs -contains $_.HotFixID } | ForEach-Object { $_.HotFixID })
 
 [ordered]@{
@@ -67,6 +91,7 @@ $hotfixes = @(Get-HotFix | Where-Object { $relevantKbs -contains $_.HotFixID } |
     vbs_status         = $vbsStatus
     vbs_configured     = $vbsConfigured
     firmware           = $firmware
+    firmware_signal    = $firmwareSignal
     secure_boot        = $secureBoot
     licensing_override = $override
     license_mutex      = ($null -ne $mutex)

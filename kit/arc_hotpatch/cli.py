@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import fields, replace
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from rich.table import Table
 from core.policy import Policy, SettingError, load_policy
 from core.vocabulary import FinalState
 
+from .clocks import DEFAULT_START
 from .policy_flags import policy_flags_help, policy_from_environment, policy_from_flags
 
 app = typer.Typer(
@@ -38,6 +40,26 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the generated flee
 ScenarioOpt = Annotated[Path | None, typer.Option("--scenario", help="Scenario file (JSON, SPEC §5).")]
 FaultsOpt = Annotated[str, typer.Option("--faults", help="none | chaos | FILE (JSON): injected faults.")]
 SpeedOpt = Annotated[float, typer.Option("--speed", help="Simulated seconds per real second.")]
+
+
+def parse_start(text: str | None) -> datetime:
+    """``--start``: a date (``2026-02-02``, at the default start's time of day) or an ISO date and time (UTC unless
+    it says otherwise); absent, the fixed default start, so runs stay reproducible."""
+    if not text:
+        return DEFAULT_START
+    try:
+        if len(text.strip()) == 10:
+            day = date.fromisoformat(text.strip())
+            return DEFAULT_START.replace(year=day.year, month=day.month, day=day.day)
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise fail(f"--start {text!r}: expected a date such as 2026-02-02 or a time such as 2026-02-02T08:00:00Z") \
+            from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+StartOpt = Annotated[str | None, typer.Option(
+    "--start", help=f"Simulated start date (default {DEFAULT_START:%Y-%m-%d}): places the rehearsal in any month.")]
 LOOPBACK = "127.0.0.1"
 MAX_PORT = 65535
 
@@ -205,6 +227,7 @@ def simulate(
     scenario: ScenarioOpt = None,
     faults: FaultsOpt = "none",
     report: Annotated[Path | None, typer.Option("--report", help="Write the report JSON here.")] = None,
+    start: StartOpt = None,
 ) -> None:
     """Rehearse a rollout: the fleet twin + the local durable host on a virtual clock.
 
@@ -218,14 +241,16 @@ def simulate(
     fleet = build_fleet(machines, subscriptions, seed, scenario)
     policy, webhook = rehearsal_policy(ctx, SIMULATE_BASE, fleet)
     check_faults(faults)
+    started_at = parse_start(start)
     console.print(
         f"Simulating [bold]{len(fleet.machines)}[/] machines in {len(fleet.subscription_ids)} subscription(s): "
         f"reboot policy [bold]{policy.reboot_policy}[/], workaround [bold]{policy.workaround_mode}[/]"
         f"{', [bold yellow]dry run[/]' if policy.dry_run else ''}, waves {','.join(map(str, policy.waves))}, "
-        f"faults {faults}"
+        f"faults {faults}, from {started_at:%Y-%m-%d %H:%M} UTC"
     )
     with webhook_environment(webhook):
-        result = _run_with_progress(lambda progress: run_simulation(fleet, policy, faults=faults, progress=progress),
+        result = _run_with_progress(lambda progress: run_simulation(fleet, policy, faults=faults, progress=progress,
+                                                                   start=started_at),
                                     len(fleet.machines))
     print_summary(result)
     _write_report(report, result)
@@ -317,13 +342,14 @@ def twin(
     scenario: ScenarioOpt = None,
     faults: FaultsOpt = "none",
     speed: SpeedOpt = 60.0,
+    start: StartOpt = None,
 ) -> None:
     """The fleet twin alone: an ARM endpoint on loopback for any Azure SDK client or curl."""
     from .twin.cli import run_twin_cli
 
     fleet = build_fleet(machines, subscriptions, seed, scenario)
     with port_errors(port):
-        run_twin_cli(port=port, fleet=fleet, faults=check_faults(faults), speed=_speed(speed))
+        run_twin_cli(port=port, fleet=fleet, faults=check_faults(faults), speed=_speed(speed), start=parse_start(start))
 
 
 def _speed(speed: float) -> float:
@@ -343,6 +369,7 @@ def serve(
     faults: FaultsOpt = "none",
     speed: SpeedOpt = 60.0,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Do not require function keys.")] = False,
+    start: StartOpt = None,
 ) -> None:
     """The twin + the local durable host serving the app's HTTP routes, like `func start`.
 
@@ -357,9 +384,10 @@ def serve(
 
     fleet = build_fleet(machines, subscriptions, seed, scenario)
     policy, webhook = rehearsal_policy(ctx, Policy(), fleet)
+    started_at = parse_start(start)
     with restored_environment(), webhook_environment(webhook), port_errors(port):
         run_serve(fleet=fleet, policy=policy, port=port, faults=check_faults(faults), speed=_speed(speed),
-                  no_auth=no_auth, console=console)
+                  no_auth=no_auth, console=console, start=started_at)
 
 
 @app.command(context_settings=POLICY_CONTEXT, epilog=policy_flags_help())

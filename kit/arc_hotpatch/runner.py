@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import azure.durable_functions as df
@@ -21,7 +22,7 @@ from core.clock import install_clock
 from core.policy import Policy
 
 from .azurite import ledger_environment
-from .clocks import Clock, SystemClock, VirtualClock
+from .clocks import DEFAULT_START, Clock, SystemClock, VirtualClock
 from .durable_host import DurableHost
 from .twin import FleetTwin
 from .twin.fleet import Fleet
@@ -222,12 +223,13 @@ def run_simulation(
     progress: ProgressCallback | None = None,
     timeout_real_s: float = 1800.0,
     throttling: bool = True,
+    start: datetime = DEFAULT_START,
 ) -> dict[str, Any]:
     """Roll ``policy`` out over the twin's ``fleet`` on a virtual clock; the report with metrics.
 
     ``throttling=False`` turns the twin's ARM token buckets off (the benchmark's critical-path pass).
     """
-    clock = VirtualClock()
+    clock = VirtualClock(start)
     wall_start = time.perf_counter()
     virtual_start = clock.now()
     twin = FleetTwin(fleet, clock, faults, throttling=throttling)

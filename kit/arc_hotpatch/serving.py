@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from core import policy as core_policy
@@ -12,7 +13,7 @@ from core.ledger import connection_endpoint
 from core.policy import SETTINGS, Policy
 
 from .azurite import ledger_environment
-from .clocks import ScaledClock
+from .clocks import DEFAULT_START, ScaledClock
 from .durable_host import run_serve as serve_app
 from .runner import twin_environment, twin_scope
 from .twin import FleetTwin
@@ -46,13 +47,13 @@ def policy_environment(policy: Policy) -> dict[str, str]:
 
 def run_serve(
     *, fleet: Fleet, policy: Policy, port: int, faults: str, speed: float, no_auth: bool, console: Any,
-    stop_event: threading.Event | None = None,
+    stop_event: threading.Event | None = None, start: datetime = DEFAULT_START,
 ) -> None:
-    """Serve until Ctrl-C (or ``stop_event``)."""
+    """Serve until Ctrl-C (or ``stop_event``); the simulated clock starts at ``start``."""
     import function_app
 
     scope = twin_scope(policy.subscriptions, fleet.subscription_ids)  # HOTPATCH_SUBSCRIPTIONS may name some
-    clock = ScaledClock(speed)
+    clock = ScaledClock(speed, start)
     twin = FleetTwin(fleet, clock, faults)
     twin_url = twin.start()
     served_policy = replace(policy, arm_endpoint=twin_url, subscriptions=scope)

@@ -40,6 +40,7 @@ BAD_VALUES = {
     "cloud": ("Mars", "AzureCloud | AzureUSGovernment | AzureChinaCloud"),
     "arm_endpoint": ("management.azure.com", "http(s) URL"),
     "baselines_file": ("/nonexistent/baselines.json", "cannot read"),
+    "assess_patches": ("sometimes", "auto, true or false"),
     "disconnected_grace": ("later", "positive duration"),
 }
 
@@ -177,7 +178,7 @@ def test_every_other_setting_is_fixed_by_the_app_settings() -> None:
     assert {s.field for s in fixed} == {
         "workaround_mode", "exclude_tag", "enable_poll_interval", "reboot_poll_interval", "run_command_attempts",
         "maintenance_window", "escalation_webhook", "schedule", "subscriptions", "cloud", "arm_endpoint",
-        "baselines_file", "disconnected_grace"}
+        "baselines_file", "disconnected_grace", "assess_patches"}
     for spec in fixed:
         with pytest.raises(NarrowingError, match=f"^{spec.field} cannot be set in a request: .*{spec.env}"):
             narrow(Policy(), {spec.field: "x"})
@@ -240,3 +241,15 @@ def test_the_webhook_setting_is_read_and_its_value_never_quoted() -> None:
     with pytest.raises(SettingError) as caught:
         load_policy({"HOTPATCH_ESCALATION_WEBHOOK": "ftp://h.test/?sig=S3CR3T"})
     assert "S3CR3T" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "dry_run", "assesses"),
+    [("auto", True, True), ("auto", False, False), ("true", False, True), ("false", True, False),
+     ("on", False, True), ("off", True, False)],
+)
+def test_assess_patches_is_on_for_dry_runs_and_off_for_rollouts_unless_set(setting: str, dry_run: bool,
+                                                                         assesses: bool) -> None:
+    policy = load_policy({"HOTPATCH_ASSESS_PATCHES": setting, "HOTPATCH_DRY_RUN": str(dry_run).lower()})
+    assert policy.assesses_patches is assesses
+    assert Policy().assess_patches == "auto" and not Policy().assesses_patches

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.baselines import load_baselines
 from core.facts import MachineFacts, facts_from_arm, parse_edition, parse_os_version
 from core.readiness import Readiness
 from core.rules import Plan, check_arm_facts, check_readiness, plan_actions
@@ -117,7 +118,9 @@ ACTION_ROWS = [
 @pytest.mark.parametrize(("vbs", "ubr", "override", "enabled", "mode", "actions"), ACTION_ROWS)
 def test_action_planner(vbs: int | None, ubr: int, override: int | None, enabled: bool, mode: str,
                         actions: list[str]) -> None:
-    plan = plan_actions(readiness(vbs_status=vbs, ubr=ubr, licensing_override=override), enabled, mode)
+    # The licensing issue's range comes from the baselines data (the activity that read the revision judges it).
+    affected = load_baselines().licensing_issue.affects(ubr)
+    plan = plan_actions(readiness(vbs_status=vbs, ubr=ubr, licensing_override=override), enabled, mode, affected)
     assert plan.actions == actions
     assert plan.reboot == ("reboot" in actions)
     assert plan.actions.count("reboot") <= 1

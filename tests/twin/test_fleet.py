@@ -47,7 +47,10 @@ def test_every_spec_attribute_is_known():
         "subscription",
     }
     assert spec_attributes <= set(MACHINE_ATTRIBUTES)
-    assert set(MACHINE_ATTRIBUTES) - spec_attributes == {"esu_profile"}  # the documented extension
+    spec_6_additions = {"agent_version", "extensions_enabled", "extensions_blocklist", "extensions_allowlist",
+                        "agent_config_mode", "reboot_pending"}  # SPEC §6's added scenario attributes
+    assert spec_6_additions <= set(MACHINE_ATTRIBUTES)
+    assert set(MACHINE_ATTRIBUTES) - spec_attributes - spec_6_additions == {"esu_profile"}  # the documented extension
 
 
 def test_defaults_are_a_ready_machine_with_the_licensing_bug():
@@ -209,7 +212,7 @@ def test_a_ready_fleet_has_only_ready_machines_with_the_licensing_bug():
 
 def test_default_fleet_covers_every_final_state():
     fleet = default_fleet()
-    assert len(fleet.machines) == 25 and len(fleet.subscription_ids) == 2
+    assert len(fleet.machines) == 28 and len(fleet.subscription_ids) == 2
     assert fleet == default_fleet()
     by_name = {m.name: m for m in fleet.machines}
     assert by_name["enrolled"].hotpatch == "Enabled"  # hotpatch_enabled / already_enabled
@@ -226,6 +229,9 @@ def test_default_fleet_covers_every_final_state():
     assert by_name["hangs"].reboot_hangs  # reboot_timeout
     assert by_name["enable-fails"].enable_outcome == "fail" and by_name["enable-stuck"].enable_outcome == "stuck"
     assert by_name["blocked"].run_command_fails  # run_command_failed
+    assert by_name["old-agent"].agent_version.startswith("1.31.")  # agent_too_old
+    assert by_name["monitor-only"].agent_config_mode == "monitor"  # run_command_blocked
+    assert by_name["action-needed"].enable_outcome == "action_required"  # enable_action_required
     assert by_name["esu-linked"].esu_profile
 
 

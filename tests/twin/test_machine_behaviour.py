@@ -113,8 +113,8 @@ def test_vbs_status_1_runs_after_a_reboot(make_twin):
 @pytest.mark.parametrize(
     ("attributes", "firmware", "secure_boot"),
     [
-        ({"uefi": False}, "Legacy", False),
-        ({"uefi": False, "secure_boot": True}, "Legacy", False),  # Confirm-SecureBootUEFI fails on BIOS
+        ({"uefi": False}, "BIOS", False),
+        ({"uefi": False, "secure_boot": True}, "BIOS", False),  # Confirm-SecureBootUEFI fails on BIOS
         ({"secure_boot": False, "vbs_status": 0}, "UEFI", False),
         ({"vbs_status": 0, "vsm_starts": False}, "UEFI", True),
     ],
@@ -199,16 +199,48 @@ def test_reboot_hangs(make_twin):
     assert driver.run_view(name).execution_state == "Pending"  # nobody there to pick it up
 
 
-def test_run_command_fails_when_blocked_by_the_agent(make_twin):
-    _, driver = machine(make_twin, run_command_fails=True)
-    blocklist = driver.get().properties.agent_configuration.extensions_block_list
-    assert [(e.publisher, e.type) for e in blocklist] == [("Microsoft.CPlat.Core", "RunCommandHandlerWindows")]
+RUN_COMMAND = ("Microsoft.CPlat.Core", "RunCommandHandlerWindows")
+
+
+@pytest.mark.parametrize(
+    ("attributes", "shown", "refusal"),
+    [
+        ({"extensions_blocklist": ["Microsoft.CPlat.Core/RunCommandHandlerWindows"]},
+         {"extensions_block_list": [RUN_COMMAND]}, "blocklist"),
+        ({"extensions_allowlist": ["Microsoft.Azure.Monitor/AzureMonitorWindowsAgent"]},
+         {"extensions_allow_list": [("Microsoft.Azure.Monitor", "AzureMonitorWindowsAgent")]}, "allowlist"),
+        ({"extensions_enabled": False}, {"extensions_enabled": "false"}, "Extensions are disabled"),
+        ({"agent_config_mode": "monitor"}, {"config_mode": "monitor"}, "monitor mode"),
+        ({"agent_version": "1.30.02651.1187"}, {}, "requires Connected Machine agent 1.33"),
+        ({"run_command_fails": True}, {}, "failed to start"),  # a failure ARM's view of the agent does not show
+    ],
+    ids=["blocklist", "allowlist", "extensions-disabled", "monitor-mode", "agent-too-old", "run-command-fails"],
+)
+def test_run_command_is_refused_as_the_agent_is_configured_and_arm_shows_that_configuration(
+        make_twin, attributes, shown, refusal):
+    _, driver = machine(make_twin, **attributes)
+    properties = driver.get().properties
+    configuration = properties.agent_configuration
+    for field, value in shown.items():
+        got = getattr(configuration, field)
+        assert ([(e.publisher, e.type) for e in got] if isinstance(got, list) else got) == value
+    if "agent_version" in attributes:
+        assert properties.agent_version == attributes["agent_version"]
     with pytest.raises(HttpResponseError) as failure:
         driver.run("readiness", {"RequestId": "r"})
-    assert "blocked" in str(failure.value)
+    assert refusal in str(failure.value)
     name = driver.client.machine_run_commands.list("rg-arc-servers", "m").next().name
     view = driver.run_view(name)
-    assert view.execution_state == "Failed" and "blocklist" in view.error
+    assert view.execution_state == "Failed" and refusal in view.error
+
+
+def test_a_default_agent_is_current_with_run_command_allowed(make_twin):
+    _, driver = machine(make_twin)
+    properties = driver.get().properties
+    configuration = properties.agent_configuration
+    assert tuple(int(p) for p in properties.agent_version.split(".")[:2]) >= (1, 33)
+    assert (configuration.extensions_enabled, configuration.config_mode) == ("true", "full")
+    assert not configuration.extensions_block_list and not configuration.extensions_allow_list
 
 
 @pytest.mark.parametrize("status", ["Disconnected", "Error"])
@@ -366,3 +398,43 @@ def test_output_keeps_the_last_4_kb():
     assert len(kept.encode()) == OUTPUT_LIMIT_BYTES and kept.endswith('{"v":1}')
     assert keep_last_4kb("short") == "short"
     assert keep_last_4kb("é" * 3000).startswith("é")  # never a broken character
+
+
+@pytest.mark.parametrize("pending", [False, True])
+def test_assess_patches_is_a_long_running_operation_the_sdk_polls_to_its_result(make_twin, pending):
+    harness, driver = machine(make_twin, reboot_pending=pending)
+    poller = driver.client.machines.begin_assess_patches("rg-arc-servers", "m", polling_interval=5)
+    harness.wait_for(poller.done, within_s=600, step_s=5)
+    result = poller.result()
+    assert (result.status, result.reboot_pending, result.os_type) == ("Succeeded", pending, "Windows")
+    assert result.available_patch_count_by_classification.security is not None
+    operations = harness.twin.metrics()["arm_requests_by_operation"]
+    assert operations["machines.assessPatches"] == 1 and operations["operationResults.get"] >= 1
+
+
+def test_a_servicing_reboot_pending_shows_in_readiness_until_the_next_boot(make_twin):
+    _, driver = machine(make_twin, reboot_pending=True)
+    assert driver.readiness()["reboot_pending"] == ["component_servicing"]
+    assert reboot_and_wait(driver)["reboot_pending"] == []
+
+
+def test_action_required_licenses_the_feature_and_reports_the_machine_level_with_an_error(make_twin):
+    harness, driver = machine(make_twin, enable_outcome="action_required", workaround_applied=True)
+    driver.enable_hotpatch()
+    enablement_seconds(harness, driver)
+    settings = driver.get().properties.os_profile.windows_configuration.patch_settings
+    assert driver.hotpatch_status()[0] == "Enabled"
+    assert settings.status.hotpatch_enablement_status == "ActionRequired"
+    assert settings.status.error.code == "HotpatchActionRequired"
+
+
+def test_the_readiness_script_reports_only_the_kbs_it_is_asked_about_and_its_firmware_signal(make_twin):
+    _, driver = machine(make_twin, os_version="10.0.26100.32230")
+
+    def readiness(kbs: str) -> dict:
+        run = driver.run("readiness", {"RequestId": kbs, "RelevantKbs": kbs})
+        return json.loads(run.properties.instance_view.output)
+
+    asked = readiness("KB5073379,KB5066835")
+    assert (asked["hotfixes"], asked["firmware_signal"]) == (["KB5073379"], "GetFirmwareType")
+    assert readiness("KB5066835")["hotfixes"] == []

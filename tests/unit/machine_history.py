@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from core import contracts
-from core.contracts import MachineInput, MachineRead, ScriptResult
+from core.baselines import load_baselines
+from core.contracts import AssessmentResult, MachineInput, MachineRead, ScriptResult
 from core.facts import MachineFacts
 from core.ledger import LEDGER_READ, LEDGER_WRITE_ALL
 from core.policy import Policy
@@ -115,6 +116,18 @@ class MachineHistory(History):
             look = POLL
         return self
 
+    def assess_patches(self, reboot_pending: bool | None = False) -> MachineHistory:
+        """Update Manager's assessment: started (202), read once a minute later with ``reboot_pending`` (None: it
+        failed)."""
+        operation = f"{ARM}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.HybridCompute/locations/westeurope/" \
+                    "operationResults/op-1"
+        self.activity(contracts.START_ASSESSMENT, AssessmentResult(AssessmentResult.RUNNING, operation_url=operation))
+        self.timer(self.now + 60 * SECONDS)
+        result = (AssessmentResult(AssessmentResult.SUCCEEDED, reboot_pending=reboot_pending)
+                  if reboot_pending is not None else AssessmentResult(AssessmentResult.FAILED, error="Failed"))
+        self.activity(contracts.READ_ASSESSMENT, result)
+        return self
+
     def ledger_read(self, entries: list[dict[str, Any]] | None = None) -> MachineHistory:
         """The assess phase's read of the machine's ledger entries (none by default)."""
         self.ledger_due = False
@@ -128,7 +141,10 @@ class MachineHistory(History):
 
     def run_readiness(self, report: Readiness = READY, baseline: str = "on") -> MachineHistory:
         report_json = report.to_json()
-        return self.script("readiness", ScriptResult(ScriptResult.SUCCEEDED, result=report_json, baseline=baseline))
+        # As the activity judges it: the revision against the baselines data's licensing issue range.
+        affected = load_baselines().licensing_issue.affects(report.ubr)
+        return self.script("readiness", ScriptResult(ScriptResult.SUCCEEDED, result=report_json, baseline=baseline,
+                                                     licensing_issue=affected))
 
     def apply_changes(self, *reads: ScriptResult, start: ScriptResult = RUNNING) -> MachineHistory:
         """An apply_changes attempt (its run timeout is 150 s): by default it reports at the first look."""

@@ -45,7 +45,9 @@ from .machine_history import (
 HOURS = timedelta(hours=1)
 ENABLE_FIRST_LOOK, ENABLE_POLL, REBOOT_POLL = 630 * SECONDS, 120 * SECONDS, 60 * SECONDS
 ASSESSED = ["get_machine", "ledger_read", "start_script:readiness", "timer", "read_script:readiness"]
-DRY_RUN_ASSESSED = ["get_machine", "start_script:readiness", "timer", "read_script:readiness"]  # no ledger read
+# No ledger read; Update Manager's assessment for the forecast (assess_patches: auto, on in a dry run).
+DRY_RUN_ASSESSED = ["get_machine", "start_script:readiness", "timer", "read_script:readiness",
+                    "start_patch_assessment", "timer", "read_patch_assessment"]
 CALL = {"machine_id": MACHINE_ID, "arm_endpoint": ARM, "rollout_id": "rollout-1", "location": "westeurope",
         "baselines_file": ""}
 ALL_ACTIONS = ["enable_vsm", "licensing_workaround", "reboot", "enable_hotpatch"]
@@ -200,7 +202,7 @@ def test_an_unexpected_payload_is_reported_escalated_orchestration_failed():
 
 
 def test_dry_run_plans_every_action_and_changes_nothing():
-    state = MachineHistory(policy(dry_run=True)).read_machine().run_readiness(NEEDS_BOTH).replay()
+    state = MachineHistory(policy(dry_run=True)).read_machine().run_readiness(NEEDS_BOTH).assess_patches().replay()
     assert state.labels == DRY_RUN_ASSESSED
     assert outcome(state) == ("planned", "dry_run", ALL_ACTIONS, 0)
     assert state.output["detail"] == ""
@@ -208,7 +210,7 @@ def test_dry_run_plans_every_action_and_changes_nothing():
 
 def test_dry_run_under_reboot_policy_never_says_the_machine_would_escalate():
     h = MachineHistory(policy(dry_run=True, reboot_policy="never")).read_machine().run_readiness(NEEDS_VSM)
-    state = h.replay()
+    state = h.assess_patches().replay()
     assert outcome(state) == ("planned", "dry_run", ["enable_vsm", "reboot", "enable_hotpatch"], 0)
     assert state.output["detail"] == "reboot policy 'never' would escalate this machine (reboot_required)"
 
@@ -221,6 +223,8 @@ def test_already_enabled_machine_is_reported_without_any_change():
         "id": MACHINE_ID, "subscription_id": SUBSCRIPTION, "name": "srv-01", "state": "hotpatch_enabled",
         "reason": "already_enabled", "actions": [], "reboots": 0, "os_version": "10.0.26100.6899",
         "baseline": "on", "detail": "", "started_at": "2025-11-03T09:00:00Z", "finished_at": "2025-11-03T09:02:10Z",
+        # November 2025 is a hotpatch month; on the baseline, enrolled, no reboot pending: no reboot.
+        "next_update": "hotpatch", "next_update_detail": "2025-11-11 update: a hotpatch",
     }
 
 
@@ -249,7 +253,7 @@ def test_a_machine_needing_a_reboot_continues_into_change_with_its_facts_readine
     assert carried.carry == MachineCarry(
         phase="change", plan={"enable_vsm": True, "licensing_workaround": True, "enable_hotpatch": True},
         facts=READY_FACTS.to_json(), readiness=NEEDS_BOTH.to_json(), baseline="on", actions=[], reboots=0,
-        member=True, workaround_done=False, run_seq=1, started_at="2025-11-03T09:00:00Z",
+        member=True, workaround_done=False, run_seq=1, started_at="2025-11-03T09:00:00Z", licensing_issue=True,
     )
 
 
@@ -258,7 +262,7 @@ def test_a_ready_machine_continues_into_enable_without_a_change_phase():
     assert carried.carry == MachineCarry(
         phase="enable", plan={"enable_vsm": False, "licensing_workaround": False, "enable_hotpatch": True},
         facts=READY_FACTS.to_json(), readiness=READY.to_json(), baseline="off", member=True, run_seq=1,
-        started_at="2025-11-03T09:00:00Z",
+        started_at="2025-11-03T09:00:00Z", licensing_issue=True,
     )
 
 
@@ -275,7 +279,7 @@ def test_change_continues_into_enable_with_the_facts_and_readiness_read_after_th
         phase="enable", plan={"enable_vsm": True, "licensing_workaround": True, "enable_hotpatch": True},
         facts=fresh.to_json(), readiness=booted(h).to_json(), baseline="on",
         actions=["enable_vsm", "licensing_workaround", "reboot"], reboots=1, member=True, workaround_done=True,
-        run_seq=3, started_at="2025-11-03T09:00:00Z",
+        run_seq=3, started_at="2025-11-03T09:00:00Z", licensing_issue=True,
     )
     h = h.next_phase()
     (requested,) = h.replay().new_steps
@@ -702,3 +706,115 @@ def test_the_rows_actions_are_what_the_ledger_shows_was_requested_and_not_refuse
                                  interval=10 * SECONDS)
     assert escalation(h)["reason"] == "orchestration_failed"
     assert outcome(h.escalate().replay()) == ("escalated", "orchestration_failed", ["enable_hotpatch"], 0)
+
+
+# --- 2026: Run Command preflight, the two-level enablement status, firmware signals, the forecast --------------
+
+
+@pytest.mark.parametrize(
+    ("facts", "reason", "named"),
+    [
+        (arm_facts(agent_version="1.32.02759.1012"), "agent_too_old", "1.32.02759.1012 predates Run Command"),
+        (arm_facts(agent_version="1.58.03228.2572", config_mode="monitor"), "run_command_blocked",
+         "azcmagent config set config.mode full"),
+        (arm_facts(extensions_enabled="false"), "run_command_blocked", "azcmagent config set extensions.enabled true"),
+        (arm_facts(extensions_blocklist=("Microsoft.CPlat.Core/RunCommandHandlerWindows",)), "run_command_blocked",
+         "azcmagent config clear extensions.blocklist"),
+        (arm_facts(extensions_allowlist=("Microsoft.Azure.Monitor/AzureMonitorWindowsAgent",)), "run_command_blocked",
+         'extensions.allowlist "Microsoft.Azure.Monitor/AzureMonitorWindowsAgent,'
+         'Microsoft.CPlat.Core/RunCommandHandlerWindows"'),
+    ],
+    ids=["too-old", "monitor-mode", "extensions-disabled", "blocklisted", "not-allowlisted"],
+)
+def test_a_machine_run_command_cannot_reach_is_escalated_before_any_script(facts, reason, named):
+    h = MachineHistory().read_machine(facts)
+    sent = escalation(h)
+    assert sent["reason"] == reason and named in sent["detail"]
+    state = h.escalate().replay()
+    assert state.labels == ["get_machine", "escalate"]  # no ledger read, no Run Command
+    assert outcome(state) == ("escalated", reason, [], 0)
+
+
+def test_an_agent_that_reports_no_version_or_configuration_is_not_judged_on_them():
+    state = MachineHistory().read_machine(arm_facts(agent_version="", hotpatch_feature_status="Enabled")) \
+        .run_readiness().replay()
+    assert outcome(state) == ("hotpatch_enabled", "already_enabled", [], 0)
+
+
+def test_action_required_while_enabling_escalates_at_once_with_azures_error_text():
+    h = after_assess().enable_hotpatch()
+    h.timer(h.now + ENABLE_FIRST_LOOK).read_machine(arm_facts(
+        hotpatch_feature_status="Enabled", hotpatch_enablement_status="ActionRequired",
+        hotpatch_enablement_error="HotpatchActionRequired: install the latest baseline and restart")).ledger_written()
+    sent = escalation(h)
+    assert sent["reason"] == "enable_action_required"
+    assert sent["detail"] == ("the machine reports hotpatchEnablementStatus ActionRequired: HotpatchActionRequired: "
+                              "install the latest baseline and restart")
+    assert outcome(h.escalate().replay()) == ("escalated", "enable_action_required", ["enable_hotpatch"], 0)
+
+
+def test_a_failed_level_escalates_enable_failed_with_its_error_text():
+    h = after_assess().enable_hotpatch()
+    h.timer(h.now + ENABLE_FIRST_LOOK).read_machine(arm_facts(
+        hotpatch_feature_status="Failed", hotpatch_feature_error="VirtualSecureModeNotRunning: VSM is not running"))
+    sent = escalation(h.ledger_written())
+    assert (sent["reason"], sent["detail"]) == (
+        "enable_failed", "the Hotpatch feature reported Failed: VirtualSecureModeNotRunning: VSM is not running")
+
+
+def test_enablement_is_done_only_when_both_levels_say_enabled_pending_evaluation_keeps_waiting():
+    h = after_assess().enable_hotpatch()
+    h.timer(h.now + ENABLE_FIRST_LOOK).read_machine(arm_facts(
+        hotpatch_feature_status="Enabled", hotpatch_enablement_status="PendingEvaluation"))
+    (wait,) = h.replay().new_steps
+    assert wait.label == "timer" and wait.fire_at == h.now + ENABLE_POLL  # the license level alone is not done
+    h.timer(h.now + ENABLE_POLL).read_machine(arm_facts(
+        hotpatch_feature_status="Enabled", hotpatch_enablement_status="Enabled")).ledger_written()
+    assert outcome(h.replay()) == ("hotpatch_enabled", "enabled", ["enable_hotpatch"], 0)
+
+
+def test_a_licensed_machine_whose_machine_level_requires_action_is_escalated_at_the_assessment():
+    h = MachineHistory().read_machine(arm_facts(
+        hotpatch_feature_status="Enabled", hotpatch_enablement_status="ActionRequired",
+        hotpatch_enablement_error="HotpatchActionRequired: restart")).run_readiness()
+    sent = escalation(h)
+    assert (sent["reason"], sent["actions"]) == ("enable_action_required", [])
+
+
+def test_a_licensed_machine_pending_evaluation_waits_without_writing_the_license_again():
+    h = after_assess(facts=arm_facts(hotpatch_feature_status="Enabled", hotpatch_enablement_status="PendingEvaluation"))
+    (wait,) = h.replay().new_steps
+    assert wait.label == "timer"  # no ledger entry, no enable_hotpatch: the license is already written
+    h.timer(wait.fire_at).read_machine(arm_facts(hotpatch_feature_status="Enabled",
+                                                 hotpatch_enablement_status="Enabled"))
+    assert outcome(h.replay()) == ("hotpatch_enabled", "already_enabled", [], 0)
+
+
+def test_firmware_no_signal_could_tell_escalates_instead_of_calling_the_hardware_unfit():
+    h = MachineHistory().read_machine().run_readiness(readiness(firmware="Unknown", firmware_signal="none"))
+    sent = escalation(h)
+    assert sent["reason"] == "vbs_hardware" and "could not be determined" in sent["detail"]
+    assert outcome(h.escalate().replay())[:2] == ("escalated", "vbs_hardware")
+
+
+def test_the_report_row_forecasts_the_next_update_from_what_was_read():
+    pending = readiness(reboot_pending=("windows_update",))
+    state = MachineHistory().read_machine(arm_facts(hotpatch_feature_status="Enabled")).run_readiness(pending).replay()
+    assert state.output["next_update"] == "reboot"
+    assert state.output["next_update_detail"] == "2025-11-11 update: a reboot is pending (windows_update)"
+
+
+def test_a_dry_run_folds_update_managers_reboot_pending_into_the_forecast():
+    h = MachineHistory(policy(dry_run=True)).read_machine(arm_facts(hotpatch_feature_status="Enabled"))
+    state = h.run_readiness().assess_patches(reboot_pending=True).replay()
+    assert outcome(state) == ("planned", "dry_run", [], 0)
+    assert state.output["next_update"] == "reboot"
+    assert "Update Manager's patch assessment reports a reboot pending" in state.output["next_update_detail"]
+
+
+def test_a_rollout_does_not_assess_patches_unless_the_setting_says_so():
+    ready = MachineHistory().read_machine(arm_facts(hotpatch_feature_status="Enabled")).run_readiness().replay()
+    assert "start_patch_assessment" not in ready.labels
+    h = MachineHistory(policy(assess_patches="on")).read_machine(arm_facts(hotpatch_feature_status="Enabled"))
+    (start,) = h.run_readiness().replay().new_steps
+    assert start.label == "start_patch_assessment"

@@ -72,6 +72,12 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], tuple[str, str, list[str]
      ("planned", "dry_run", ["enable_vsm", "licensing_workaround", "reboot", "enable_hotpatch"], 0)),
     ("dry_run_nothing_to_do", {"hotpatch": "Enabled", "os_version": OLD}, {"dry_run": True},
      ("planned", "dry_run", [], 0)),
+    # SPEC §6: Run Command blockers found from the ARM resource, the machine level of enablement.
+    ("agent_too_old", {"agent_version": "1.32.02759.1012"}, {}, ("escalated", "agent_too_old", [], 0)),
+    ("run_command_blocked", {"extensions_blocklist": ["Microsoft.CPlat.Core/RunCommandHandlerWindows"]}, {},
+     ("escalated", "run_command_blocked", [], 0)),
+    ("enable_action_required", {"enable_outcome": "action_required", "os_version": OLD}, {},
+     ("escalated", "enable_action_required", ["enable_hotpatch"], 0)),
 ]
 
 
@@ -217,7 +223,7 @@ def test_run_command_failure_is_retried_before_escalating(rig_for) -> None:
     row = rig.run_machine("m")
     assert row["reason"] == "run_command_failed"
     assert len([r for r in rig.machine("m").runs if r.script == "readiness"]) >= 3
-    assert "ExtensionBlocked" in row["detail"] or "blocklist" in row["detail"]
+    assert "failed to start" in row["detail"]  # the run's own error (the agent's configuration allowed it)
 
 
 def test_escalation_posts_to_the_webhook_without_logging_its_url(rig_for, caplog, monkeypatch) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 
 from .machine import (
     ABSENT,
-    RUN_COMMAND_HANDLER,
     LicenseProfile,
     LicenseProfileChange,
     ProductFeature,
@@ -383,6 +382,9 @@ def _patch_settings(machine: SimulatedMachine, instance_view: bool) -> dict[str,
         hotpatch_status: dict[str, Any] = {"hotpatchEnablementStatus": HOTPATCH_ENABLEMENT_BY_FEATURE_STATUS[status]}
         if feature is not None and feature.error is not None:
             hotpatch_status["error"] = dict(feature.error)
+        elif status == "Enabled" and machine.enablement_action_required is not None:
+            hotpatch_status = {"hotpatchEnablementStatus": "ActionRequired",
+                               "error": dict(machine.enablement_action_required)}
         settings["status"] = hotpatch_status
     return settings
 
@@ -456,17 +458,49 @@ def machine_resource(machine: SimulatedMachine, now: datetime, *, instance_view:
 
 
 def _agent_configuration(machine: SimulatedMachine) -> dict[str, Any]:
+    """``agentConfiguration`` as ``azcmagent config`` set it (the scenario's extensions_* and agent_config_mode)."""
+    spec = machine.spec
+
+    def extensions(entries: tuple[str, ...]) -> list[dict[str, str]]:
+        return [{"publisher": e.split("/", 1)[0], "type": e.split("/", 1)[1]} for e in entries]
+
     configuration: dict[str, Any] = {
-        "extensionsEnabled": "true",
+        "extensionsEnabled": "true" if spec.extensions_enabled else "false",
         "guestConfigurationEnabled": "true",
-        "configMode": "full",
+        "configMode": spec.agent_config_mode,
         "incomingConnectionsPorts": [],
         "proxyBypass": [],
     }
-    if machine.spec.run_command_fails:
-        publisher, handler = RUN_COMMAND_HANDLER
-        configuration["extensionsBlockList"] = [{"publisher": publisher, "type": handler}]
+    if spec.extensions_blocklist:
+        configuration["extensionsBlockList"] = extensions(spec.extensions_blocklist)
+    if spec.extensions_allowlist:
+        configuration["extensionsAllowList"] = extensions(spec.extensions_allowlist)
     return configuration
+
+
+def assessment_result(machine: SimulatedMachine, activity_id: str, started_at: datetime,
+                      ended_at: datetime) -> dict[str, Any]:
+    """A ``MachineAssessPatchesResult`` (2025-01-13): the machine's pending reboot as Windows reports it; a machine
+    whose agent cannot be reached fails the assessment."""
+    windows = machine.spec.is_windows
+    body: dict[str, Any] = {
+        "status": "Succeeded" if machine.agent_reachable else "Failed",
+        "assessmentActivityId": activity_id,
+        "rebootPending": bool(machine.pending_reboot_reasons),
+        "startDateTime": iso(started_at),
+        "lastModifiedDateTime": iso(ended_at),
+        "availablePatchCountByClassification": {
+            "security": 1 if windows else 0, "critical": 0, "definition": 1 if windows else 0, "updateRollup": 0,
+            "featurePack": 0, "servicePack": 0, "tools": 0, "updates": 0, "other": 0,
+        },
+        "startedBy": "User",
+        "patchServiceUsed": "WU" if windows else "APT",
+        "osType": "Windows" if windows else "Linux",
+    }
+    if not machine.agent_reachable:
+        body["errorDetails"] = {"code": "MachineNotReachable",
+                                "message": "The Connected Machine agent did not answer the assessment."}
+    return body
 
 
 def run_command_resource(

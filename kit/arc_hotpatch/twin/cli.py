@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 import threading
+from datetime import datetime
 from typing import TextIO
 
-from ..clocks import ScaledClock, install_clock
+from ..clocks import DEFAULT_START, ScaledClock, install_clock
 from .faults import Faults, load_faults
 from .fleet import Fleet
 from .fleet_twin import HYBRID_COMPUTE_API_VERSION, FleetTwin
@@ -20,13 +21,14 @@ def run_twin_cli(
     *,
     out: TextIO | None = None,
     stop: threading.Event | None = None,
+    start: datetime = DEFAULT_START,
 ) -> None:
     """Serve ``fleet`` on 127.0.0.1:``port`` with simulated time ``speed``x real time; block until Ctrl-C.
 
     ``stop`` lets a caller other than a terminal end it (tests, an embedding host).
     """
     out = out or sys.stdout
-    clock = ScaledClock(speed)
+    clock = ScaledClock(speed, start)
     previous = install_clock(clock)  # anything else in this process shares the twin's time
     twin = FleetTwin(fleet, clock, load_faults(faults))
     try:

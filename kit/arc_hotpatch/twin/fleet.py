@@ -28,7 +28,8 @@ from .seeding import stable_uuid
 
 AGENT_STATUSES = ("Connected", "Disconnected", "Error")
 HOTPATCH_STATES = ("Disabled", "Enabled")
-ENABLE_OUTCOMES = ("ok", "fail", "stuck")
+ENABLE_OUTCOMES = ("ok", "fail", "stuck", "action_required")
+AGENT_CONFIG_MODES = ("full", "monitor")
 HOTPATCH_BUILD = 26100
 MIN_HOTPATCH_REVISION = 1742
 LICENSING_BUG_REVISION = 6899  # KB5066835, October 2025
@@ -74,6 +75,13 @@ class MachineSpec:
     run_command_fails: bool = False
     tags: Mapping[str, str] = field(default_factory=dict)
     esu_profile: bool = False
+    # The Connected Machine agent as ARM reports it (agentVersion, agentConfiguration): what Run Command needs.
+    agent_version: str = ""  # "": a current version (one of the twin's, per machine)
+    extensions_enabled: bool = True
+    extensions_blocklist: tuple[str, ...] = ()  # "Publisher/Type" entries (azcmagent config extensions.blocklist)
+    extensions_allowlist: tuple[str, ...] = ()
+    agent_config_mode: str = "full"
+    reboot_pending: bool = False  # Windows has a reboot pending (servicing): readiness and assessPatches say so
 
     @property
     def is_windows(self) -> bool:
@@ -185,6 +193,23 @@ def _subscription_index(raw: Any) -> int:
     return raw
 
 
+_AGENT_VERSION = re.compile(r"^\d+\.\d+(\.\d+){0,2}$")
+_EXTENSION = re.compile(r"^[A-Za-z0-9.\-_]+/[A-Za-z0-9.\-_]+$")
+
+
+def _agent_version(raw: Any) -> str:
+    if not isinstance(raw, str) or not _AGENT_VERSION.match(raw.strip()):
+        raise ValueError("an agent version such as \"1.58.03228.2572\"")
+    return raw.strip()
+
+
+def _extensions(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not all(isinstance(e, str) and _EXTENSION.match(e) for e in raw):
+        raise ValueError('a list of "Publisher/Type" extensions such as '
+                         '["Microsoft.CPlat.Core/RunCommandHandlerWindows"]')
+    return tuple(raw)
+
+
 def _tags(raw: Any) -> dict[str, str]:
     accepted = "an object of at most 50 tags, names of 1-512 characters, string values of at most 256"
     if not isinstance(raw, Mapping) or len(raw) > 50:
@@ -216,6 +241,12 @@ _ATTRIBUTE_PARSERS: dict[str, Callable[[Any], Any]] = {
     "run_command_fails": _boolean,
     "tags": _tags,
     "esu_profile": _boolean,
+    "agent_version": _agent_version,
+    "extensions_enabled": _boolean,
+    "extensions_blocklist": _extensions,
+    "extensions_allowlist": _extensions,
+    "agent_config_mode": _one_of(*AGENT_CONFIG_MODES),
+    "reboot_pending": _boolean,
 }
 MACHINE_ATTRIBUTES: tuple[str, ...] = tuple(_ATTRIBUTE_PARSERS)
 assert set(MACHINE_ATTRIBUTES) == {f.name for f in fields(MachineSpec)}
@@ -538,6 +569,20 @@ _DEFAULT_FLEET_GROUPS: tuple[dict[str, Any], ...] = (
         }
     },
     {"machine": {"name": "blocked", "subscription": 1, "resource_group": "rg-arc-branch", "run_command_fails": True}},
+    # SPEC §6: Run Command refused as the agent is (found from the ARM resource), the machine level's ActionRequired.
+    {"machine": {"name": "old-agent", "subscription": 1, "resource_group": "rg-arc-branch",
+                 "agent_version": "1.31.02724.1004"}},
+    {"machine": {"name": "monitor-only", "subscription": 1, "resource_group": "rg-arc-branch",
+                 "agent_config_mode": "monitor"}},
+    {
+        "machine": {
+            "name": "action-needed",
+            "subscription": 1,
+            "resource_group": "rg-arc-branch",
+            "enable_outcome": "action_required",
+            "workaround_applied": True,
+        }
+    },
     {
         "count": 2,
         "machine": {
@@ -551,7 +596,7 @@ _DEFAULT_FLEET_GROUPS: tuple[dict[str, Any], ...] = (
 
 
 def default_fleet() -> Fleet:
-    """The embedded default fleet (25 machines, 2 subscriptions) covering every final state."""
+    """The embedded default fleet (28 machines, 2 subscriptions) covering every final state."""
     return load_scenario(
         {"seed": DEFAULT_FLEET_SEED, "subscriptions": 2, "groups": [dict(g) for g in _DEFAULT_FLEET_GROUPS]}
     )

@@ -56,6 +56,7 @@ class MachineSnapshot:
     license_writes: tuple[LicenseWrite, ...]
     payg_enrolled: bool  # someone set the top-level productProfile.subscriptionStatus (billed)
     runs: tuple[RunSnapshot, ...]
+    hotfixes: tuple[str, ...] = ()  # the KBs installed (what Get-HotFix would list of the relevant ones)
 
     @property
     def last_boot(self) -> datetime:
@@ -111,6 +112,7 @@ def snapshot(machine: SimulatedMachine, now: datetime) -> MachineSnapshot:
         license_writes=tuple(machine.license_writes),
         payg_enrolled=machine.payg_enrolled,
         runs=tuple(_run_snapshot(run) for run in machine.run_history),
+        hotfixes=tuple(machine.hotfixes),
     )
 
 

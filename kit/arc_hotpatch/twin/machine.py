@@ -62,9 +62,13 @@ FEATURE_SETTLE_SECONDS = 120  # features other than Hotpatch (and disenrollment)
 DEFAULT_RUN_TIMEOUT_SECONDS = 5400  # Run Command's default script timeout (90 minutes)
 ARM_RUN_GRACE_SECONDS = 300  # ARM gives up on a run this long after the script's timeout
 
+# The KB a machine on a 2026 baseline revision has installed (core/baselines.json).
+_BASELINE_KBS = {32230: ("KB5073379",), 32698: ("KB5091157",)}
 _LOCATIONS = ("eastus", "westeurope", "southeastasia", "centralus", "northeurope")
 _AGENT_VERSIONS = ("1.56.03167.2461", "1.57.03189.2494", "1.58.03228.2572")
 RUN_COMMAND_HANDLER = ("Microsoft.CPlat.Core", "RunCommandHandlerWindows")
+RUN_COMMAND_EXTENSION = "/".join(RUN_COMMAND_HANDLER)
+MIN_RUN_COMMAND_AGENT = (1, 33)
 
 
 class _Absent:
@@ -249,7 +253,7 @@ class SimulatedMachine:
         self.vm_id = stable_uuid(seed, "vmId", self.key)
         self.vm_uuid = stable_uuid(seed, "vmUuid", self.key).upper()
         self.principal_id = stable_uuid(seed, "principal", self.key)
-        self.agent_version = stable_choice(_AGENT_VERSIONS, seed, "agent", self.key)
+        self.agent_version = spec.agent_version or stable_choice(_AGENT_VERSIONS, seed, "agent", self.key)
         self.tags = dict(spec.tags)
 
         # Windows, as the readiness script sees it.
@@ -260,6 +264,9 @@ class SimulatedMachine:
         self.licensing_override: int | None = 1 if spec.workaround_applied else None
         self.license_mutex = spec.licensing_bug and not spec.workaround_applied
         self.licensing_fix_active = spec.workaround_applied
+        self.servicing_reboot_pending = spec.reboot_pending  # cleared by the next boot
+        # Set when enablement settles ActionRequired (enable_outcome "action_required"): the machine level's error.
+        self.enablement_action_required: dict[str, str] | None = None
         self.himds = "Running"
         self.down = False
         first_boot = started_at - timedelta(days=stable_uniform(1, 40, seed, "boot", self.key))
@@ -339,7 +346,7 @@ class SimulatedMachine:
         if self.spec.revision == 6905:
             wsus = stable_unit(self._seed, "kb6905", self.key) < 0.7
             return ("KB5070893",) if wsus else ("KB5070881",)
-        return ()
+        return _BASELINE_KBS.get(self.spec.revision or 0, ())
 
     def _initial_license_profile(self, started_at: datetime) -> LicenseProfile | None:
         spec = self.spec
@@ -468,6 +475,7 @@ class SimulatedMachine:
         else:
             self.vbs_status = 0
         self.licensing_fix_active = self.licensing_override == 1
+        self.servicing_reboot_pending = False
         self._set_agent_status("Connected", at)
         self._agent_back(at)
 
@@ -490,6 +498,15 @@ class SimulatedMachine:
             return
         if spec.enable_outcome == "fail":
             self._fail(feature, "HotpatchEnablementFailed", "Hotpatch enablement failed on the machine.")
+        elif spec.enable_outcome == "action_required":
+            # The license is granted; the machine reports what it needs before it can take hotpatches.
+            feature.status = "Enabled"
+            feature.waiting_for = None
+            self.enablement_action_required = {
+                "code": "HotpatchActionRequired",
+                "message": "The machine must install the latest baseline update and restart before Hotpatch "
+                           "can be enabled.",
+            }
         elif not spec.hotpatch_capable:
             self._fail(
                 feature,
@@ -677,23 +694,46 @@ class SimulatedMachine:
             return
         run.execution_state = "Running"
         run.start_time = at
-        if self.spec.run_command_fails:
-            publisher, handler = RUN_COMMAND_HANDLER
-            message = (
-                f"Extension '{publisher}.{handler}' is blocked by the Connected Machine agent's "
-                "extensions.blocklist configuration (azcmagent config)."
-            )
+        refusal = self.run_command_refusal()
+        if refusal is not None:
+            code, message = refusal
             run.execution_state = "Failed"
             run.execution_message = message
             run.error = message
             run.end_time = at
-            run.provisioning_error = {"code": "ExtensionBlocked", "message": message}
+            run.provisioning_error = {"code": code, "message": message}
             return
         timeout = run.request.timeout_in_seconds
         if timeout is not None and 0 < timeout < run.duration_seconds:
             self._schedule(at + timedelta(seconds=timeout), "run_timeout", run)
         else:
             self._schedule(at + timedelta(seconds=run.duration_seconds), "run_finish", run)
+
+    def run_command_refusal(self) -> tuple[str, str] | None:
+        """Why the agent refuses the Run Command extension, as its configuration says (None: it runs)."""
+        spec = self.spec
+        publisher, handler = RUN_COMMAND_HANDLER
+        name = f"'{publisher}.{handler}'"
+        major, minor = (int(p) for p in self.agent_version.split(".")[:2])
+        if (major, minor) < MIN_RUN_COMMAND_AGENT:
+            return ("AgentVersionNotSupported",
+                    f"Run Command requires Connected Machine agent 1.33 or later; the agent is {self.agent_version}.")
+        if spec.agent_config_mode == "monitor":
+            return ("ExtensionBlocked", f"Extension {name} is not allowed: the agent runs in monitor mode "
+                                        "(azcmagent config config.mode).")
+        if not spec.extensions_enabled:
+            return ("ExtensionsDisabled", "Extensions are disabled on the Connected Machine agent "
+                                          "(azcmagent config extensions.enabled).")
+        if RUN_COMMAND_EXTENSION.lower() in (e.lower() for e in spec.extensions_blocklist):
+            return ("ExtensionBlocked", f"Extension {name} is blocked by the Connected Machine agent's "
+                                        "extensions.blocklist configuration (azcmagent config).")
+        if spec.extensions_allowlist and RUN_COMMAND_EXTENSION.lower() not in (
+                e.lower() for e in spec.extensions_allowlist):
+            return ("ExtensionBlocked", f"Extension {name} is not in the Connected Machine agent's "
+                                        "extensions.allowlist configuration (azcmagent config).")
+        if spec.run_command_fails:  # a failure ARM's view of the agent does not foresee
+            return ("ExtensionOperationFailed", f"Extension {name} failed to start: the handler exited with an error.")
+        return None
 
     def _on_run_timeout(self, at: datetime, run: RunCommand) -> None:
         if self.is_current_run(run) and run.execution_state == "Running" and not run.result_lost:
@@ -732,7 +772,8 @@ class SimulatedMachine:
     def _run_script(self, script: str, bound: dict[str, Any], at: datetime) -> tuple[ScriptOutcome, bool]:
         request_id = bound["RequestId"]
         if script == READINESS:
-            return ScriptOutcome(0, compact_json(self.readiness_facts(request_id))), False
+            wanted = {kb.strip().upper() for kb in bound["RelevantKbs"].split(",") if kb.strip()}
+            return ScriptOutcome(0, compact_json(self.readiness_facts(request_id, wanted))), False
         assert script == APPLY_CHANGES
         delay = bound["RebootDelaySeconds"]
         if delay < 0:
@@ -763,8 +804,9 @@ class SimulatedMachine:
         }
         return ScriptOutcome(0, compact_json(document)), stopped
 
-    def readiness_facts(self, request_id: str = "") -> dict[str, Any]:
-        """Exactly what ``readiness.ps1`` prints, as a dict in its key order."""
+    def readiness_facts(self, request_id: str = "", relevant_kbs: set[str] | None = None) -> dict[str, Any]:
+        """Exactly what ``readiness.ps1`` prints, as a dict in its key order (``hotfixes``: the installed KBs
+        among ``relevant_kbs``, the script's parameter; None: every one)."""
         spec = self.spec
         return {
             "v": 1,
@@ -777,12 +819,19 @@ class SimulatedMachine:
             "installation_type": self.installation_type,
             "vbs_status": self.vbs_status,
             "vbs_configured": self.vbs_configured,
-            "firmware": "UEFI" if spec.uefi else "Legacy",
+            "firmware": "UEFI" if spec.uefi else "BIOS",
+            "firmware_signal": "GetFirmwareType",
             "secure_boot": spec.uefi and spec.secure_boot,
             "licensing_override": self.licensing_override,
             "license_mutex": self.license_mutex,
             "himds": self.himds,
             "last_boot": _z(self.last_boot),
-            "hotfixes": list(self.hotfixes),
-            "reboot_pending": ["arc_hotpatch"] if self.scheduled_reboot_at is not None else [],
+            "hotfixes": [kb for kb in self.hotfixes if relevant_kbs is None or kb in relevant_kbs],
+            "reboot_pending": self.pending_reboot_reasons,
         }
+
+    @property
+    def pending_reboot_reasons(self) -> list[str]:
+        """The readiness script's pending-reboot signals: ours (a scheduled restart), Windows' own servicing."""
+        return ((["arc_hotpatch"] if self.scheduled_reboot_at is not None else [])
+                + (["component_servicing"] if self.servicing_reboot_pending else []))

@@ -20,7 +20,7 @@ APPLY_CHANGES = "apply_changes"
 
 # Script name -> its param() block: parameter name -> (type, default).
 SCRIPT_PARAMETERS: dict[str, dict[str, tuple[type, Any]]] = {
-    READINESS: {"RequestId": (str, "")},
+    READINESS: {"RequestId": (str, ""), "RelevantKbs": (str, "KB5066835,KB5070893,KB5070881")},
     APPLY_CHANGES: {"RequestId": (str, ""), "EnableVsm": (int, 0), "ApplyWorkaround": (int, 0),
                     "RebootDelaySeconds": (int, 60)},
 }
@@ -28,9 +28,6 @@ SCRIPT_PARAMETERS: dict[str, dict[str, tuple[type, Any]]] = {
 _MARKER = re.compile(r"^[ \t]*#[ \t]*arc-hotpatch:[ \t]*([A-Za-z_]+)[ \t]*\r?$", re.MULTILINE)
 _INT32 = re.compile(r"^[ \t]*[+-]?\d+[ \t]*$")
 OUTPUT_LIMIT_BYTES = 4096  # Run Command keeps only the last 4 KB of output and error
-
-# The KBs the readiness script looks for (seed: "Multiple updates released in October 2025").
-RELEVANT_HOTFIXES = ("KB5066835", "KB5070893", "KB5070881")
 
 
 class ScriptFailure(Exception):

@@ -7,7 +7,7 @@ from typing import Any
 
 from core.azure_clients import HYBRID_COMPUTE_API_VERSION
 
-from ..arm import ArmError, iso, license_profile_resource, run_command_resource
+from ..arm import ArmError, assessment_result, iso, license_profile_resource, run_command_resource
 from ..calls import Call, Reply
 from ..machine import RunCommand, SimulatedMachine
 from ..state import AsyncOperation, FleetState
@@ -78,7 +78,7 @@ def operation_status(state: FleetState, call: Call) -> Reply:
 
 def operation_result(state: FleetState, call: Call) -> Reply:
     operation = _find_operation(state, call)
-    status, error, _ = operation.status(call.now)
+    status, error, ended_at = operation.status(call.now)
     if status == "InProgress":
         location = f"{call.origin}{call.path}?api-version={HYBRID_COMPUTE_API_VERSION}"
         return Reply(202, None, {"Location": location, "Retry-After": _retry_after(operation)})
@@ -90,4 +90,6 @@ def operation_result(state: FleetState, call: Call) -> Reply:
         return Reply(200, run_command_resource(machine, operation.run, call.now))
     if operation.operation in ("licenseProfiles.put", "licenseProfiles.patch") and machine.license_profile:
         return Reply(200, license_profile_resource(machine, call.now))
+    if operation.operation == "machines.assessPatches":
+        return Reply(200, assessment_result(machine, operation.op_id, operation.started_at, ended_at or call.now))
     return Reply(204)
