@@ -309,6 +309,15 @@ def print_summary(report: dict[str, Any]) -> None:
         table.add_row(state.value, str(count), ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
     console.print(table)
     console.print(f"reboots: {summary['reboots']}   escalations: {summary['escalations']}")
+    forecast = {kind: sum(r.get("next_update") == kind for r in report["machines"])
+                for kind in ("hotpatch", "reboot", "unknown")}
+    if report["machines"]:
+        day = next((r["next_update_detail"].split(" ", 1)[0] for r in report["machines"]
+                    if r.get("next_update_detail")), "the next")
+        enrolled_reboots = sum(r.get("next_update") == "reboot" and r["state"] == FinalState.HOTPATCH_ENABLED.value
+                               for r in report["machines"])
+        console.print(f"next update ({day}): hotpatch {forecast['hotpatch']}, reboot {forecast['reboot']} "
+                      f"({enrolled_reboots} of them enrolled), unknown {forecast['unknown']}")
     planned = [r for r in report["machines"] if r["state"] == FinalState.PLANNED.value]
     if planned:
         counts = {a: sum(a in r["actions"] for r in planned) for a in ("enable_vsm", "licensing_workaround",

@@ -33,7 +33,8 @@ def read_lines(stream: IO[str], into: queue.Queue[str]) -> None:
 def test_serve_runs_a_dry_run_over_http() -> None:
     python = REPO / ".venv/bin/python"
     command = [str(python if python.exists() else sys.executable), "-m", "arc_hotpatch", "serve", "--port", "0",
-               "--machines", "10", "--subscriptions", "2", "--seed", "0", "--no-auth", "--speed", "600"]
+               "--machines", "10", "--subscriptions", "2", "--seed", "0", "--no-auth", "--speed", "600",
+               "--start", "2026-02-02"]
     in_scope, out_of_scope = subscription_ids_for(0, 2)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("HOTPATCH_")} | {
         "PYTHONUNBUFFERED": "1", "HOTPATCH_SUBSCRIPTIONS": in_scope}  # the app setting names one of the two
@@ -85,6 +86,10 @@ def test_serve_runs_a_dry_run_over_http() -> None:
         planned = [row for row in rows if row["state"] == "planned"]
         assert planned and all(row["actions"] and row["reason"] == "dry_run" for row in planned)
         assert all(row["reboots"] == 0 for row in rows)
+        # --start placed the rehearsal in February 2026: its next update is the 10th's (a hotpatch month).
+        assert all(row["started_at"].startswith("2026-02-02") for row in rows), [r["started_at"] for r in rows]
+        forecast = [row["next_update_detail"] for row in rows if row["next_update_detail"]]
+        assert forecast and all(detail.startswith("2026-02-10 update") for detail in forecast)
 
         # The twin (ARM) behind the served app: the dry run enabled Hotpatch nowhere.
         arm = requests.get(

@@ -79,3 +79,24 @@ def test_ctrl_c_stops_it():
             process.kill()
     assert process.returncode == 0, errors
     assert "Fleet twin stopped." in remaining
+
+
+def test_the_twin_starts_its_clock_at_the_start_date_a_machine_reads_it():
+    from datetime import UTC, datetime
+
+    from arc_hotpatch.twin import load_scenario
+
+    out, stop = io.StringIO(), threading.Event()
+    start = datetime(2026, 7, 20, 8, tzinfo=UTC)
+    fleet = load_scenario({"seed": 1, "groups": [{"machine": {"name": "m"}}]})
+    thread = threading.Thread(target=run_twin_cli, args=(0, fleet, None, 60.0),
+                              kwargs={"out": out, "stop": stop, "start": start})
+    thread.start()
+    try:
+        url = _wait_for_line(out, r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+        assert "from 2026-07-20 08:00 UTC" in _wait_for_line(out, r"Ctrl-C to stop").string
+        truth = requests.get(f"{url}/_twin/machines/{fleet.machines[0].name}", timeout=10).json()
+        assert truth["now"].startswith("2026-07-20T08:") and "2026-06-01" < truth["booted_at_start"] < "2026-07-20"
+    finally:
+        stop.set()
+        thread.join(timeout=30)

@@ -212,7 +212,7 @@ def test_a_ready_fleet_has_only_ready_machines_with_the_licensing_bug():
 
 def test_default_fleet_covers_every_final_state():
     fleet = default_fleet()
-    assert len(fleet.machines) == 28 and len(fleet.subscription_ids) == 2
+    assert len(fleet.machines) == 27 and len(fleet.subscription_ids) == 2
     assert fleet == default_fleet()
     by_name = {m.name: m for m in fleet.machines}
     assert by_name["enrolled"].hotpatch == "Enabled"  # hotpatch_enabled / already_enabled
@@ -231,7 +231,6 @@ def test_default_fleet_covers_every_final_state():
     assert by_name["blocked"].run_command_fails  # run_command_failed
     assert by_name["old-agent"].agent_version.startswith("1.31.")  # agent_too_old
     assert by_name["monitor-only"].agent_config_mode == "monitor"  # run_command_blocked
-    assert by_name["action-needed"].enable_outcome == "action_required"  # enable_action_required
     assert by_name["esu-linked"].esu_profile
 
 

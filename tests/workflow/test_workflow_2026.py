@@ -124,6 +124,7 @@ def test_simulate_takes_a_start_date_and_reports_the_forecast(tmp_path: Path) ->
                                       str(report_path), "--waves", "100%"])
     assert result.exit_code == 0, result.output
     assert "from 2026-02-02 08:00 UTC" in result.output
+    assert "next update (2026-02-10): hotpatch 2, reboot 0 (0 of them enrolled), unknown 0" in result.output
     rows = json.loads(report_path.read_text())["machines"]
     assert [(r["next_update"], r["started_at"][:10]) for r in rows] == [("hotpatch", "2026-02-02")] * 2
     bad = CliRunner().invoke(app, ["simulate", "--start", "February"])

@@ -569,20 +569,13 @@ _DEFAULT_FLEET_GROUPS: tuple[dict[str, Any], ...] = (
         }
     },
     {"machine": {"name": "blocked", "subscription": 1, "resource_group": "rg-arc-branch", "run_command_fails": True}},
-    # SPEC §6: Run Command refused as the agent is (found from the ARM resource), the machine level's ActionRequired.
+    # SPEC §6: Run Command refused as the agent is (found from the ARM resource, before any change: these count
+    # toward no wave). enable_outcome "action_required" is left out: as a canary it would halt the demo rollout.
     {"machine": {"name": "old-agent", "subscription": 1, "resource_group": "rg-arc-branch",
                  "agent_version": "1.31.02724.1004"}},
     {"machine": {"name": "monitor-only", "subscription": 1, "resource_group": "rg-arc-branch",
                  "agent_config_mode": "monitor"}},
-    {
-        "machine": {
-            "name": "action-needed",
-            "subscription": 1,
-            "resource_group": "rg-arc-branch",
-            "enable_outcome": "action_required",
-            "workaround_applied": True,
-        }
-    },
+
     {
         "count": 2,
         "machine": {
@@ -596,7 +589,7 @@ _DEFAULT_FLEET_GROUPS: tuple[dict[str, Any], ...] = (
 
 
 def default_fleet() -> Fleet:
-    """The embedded default fleet (28 machines, 2 subscriptions) covering every final state."""
+    """The embedded default fleet (27 machines, 2 subscriptions) covering every final state."""
     return load_scenario(
         {"seed": DEFAULT_FLEET_SEED, "subscriptions": 2, "groups": [dict(g) for g in _DEFAULT_FLEET_GROUPS]}
     )
