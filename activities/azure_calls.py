@@ -64,6 +64,7 @@ SCRIPT_NAMES = ("readiness", "apply_changes")
 CHANGING_SCRIPTS = {"apply_changes"}  # everything but the read-only readiness
 TERMINAL_RUN_STATES = {"Succeeded", "Failed", "TimedOut", "Canceled"}
 TOKEN_ENV = "HOTPATCH_ARM_TOKEN"  # development only: a static bearer token for the fleet twin
+CA_FILE_ENV = "HOTPATCH_ARM_CA_FILE"  # development only: the fleet twin's CA certificate (it serves https)
 
 
 def script_text(name: str) -> str:
@@ -78,7 +79,8 @@ def _connection(arm_endpoint: str) -> ArmConnection:
     Orchestrations pass the endpoint, not the whole policy: every activity input is kept in
     the history and replayed, so inputs stay small.
     """
-    return ArmConnection.for_endpoint(arm_endpoint, token=os.environ.get(TOKEN_ENV) or None)
+    return ArmConnection.for_endpoint(arm_endpoint, token=os.environ.get(TOKEN_ENV) or None,
+                                      ca_file=os.environ.get(CA_FILE_ENV) or "")
 
 
 def _client(call: MachineCall) -> HybridComputeManagementClient:

@@ -6,7 +6,9 @@ development. Clients are the real SDK clients with three adjustments:
 
 - their transport sleeps on ``core.clock.current_clock()``, so retry-after-429 waits follow
   the virtual clock in simulations (and real time in Azure);
-- bearer tokens may go over plain ``http://`` to a loopback endpoint (the twin) only.
+- they trust the CA certificate of ``ca_file`` when one is given (development: the fleet twin's
+  HTTPS, ``HOTPATCH_ARM_CA_FILE``), as any SDK client does with ``connection_verify``; bearer tokens
+  go over TLS only, as azure-core insists.
 
 ARM's retries honour ``Retry-After`` on 429 and 5xx, bounded per request (``ActivityRetryPolicy``).
 Connections are cached per (endpoint, token) and clients per (connection, subscription)
@@ -25,10 +27,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
-from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import RequestsTransport
-from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
 from azure.mgmt.hybridcompute import HybridComputeManagementClient
 from azure.mgmt.resource.subscriptions import SubscriptionClient
 
@@ -87,14 +87,14 @@ class ArmConnection:
 
     endpoint: str
     credential: TokenCredential
+    ca_file: str = ""  # a CA certificate (PEM) to trust besides the system's: the fleet twin's
 
     def __post_init__(self) -> None:
         parsed = urlparse(self.endpoint)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"ARM endpoint {self.endpoint!r} is not an http(s) URL")
-        if parsed.scheme == "http" and not is_loopback_url(self.endpoint):
+        if parsed.scheme != "https" or not parsed.netloc:
             raise ValueError(
-                f"ARM endpoint {self.endpoint!r}: bearer tokens are sent over http only to loopback (the fleet twin)"
+                f"ARM endpoint {self.endpoint!r} is not an https URL: bearer tokens go over TLS only (the fleet "
+                "twin serves https; trust its CA certificate with HOTPATCH_ARM_CA_FILE)"
             )
         object.__setattr__(self, "endpoint", self.endpoint.rstrip("/"))
 
@@ -102,12 +102,8 @@ class ArmConnection:
     def credential_scopes(self) -> list[str]:
         return [f"{self.endpoint}/.default"]
 
-    @property
-    def plain_http(self) -> bool:
-        return urlparse(self.endpoint).scheme == "http"
-
     @classmethod
-    def for_endpoint(cls, endpoint: str, token: str | None = None) -> ArmConnection:
+    def for_endpoint(cls, endpoint: str, token: str | None = None, ca_file: str = "") -> ArmConnection:
         """An ARM endpoint with a static ``token`` (development) or DefaultAzureCredential.
 
         One connection per (endpoint, token) per process: activities call this on every run,
@@ -119,13 +115,14 @@ class ArmConnection:
         if token is None and is_loopback_url(endpoint):
             token = DEVELOPMENT_TOKEN
         with _connections_lock:
-            connection = _connections.get((endpoint, token))
+            connection = _connections.get((endpoint, token, ca_file))
             if connection is None:
-                connection = _connections[(endpoint, token)] = cls(endpoint, _credential_for(endpoint, token))
+                connection = cls(endpoint, _credential_for(endpoint, token), ca_file)
+                _connections[(endpoint, token, ca_file)] = connection
             return connection
 
 
-_connections: dict[tuple[str, str | None], ArmConnection] = {}
+_connections: dict[tuple[str, str | None, str], ArmConnection] = {}
 _connections_lock = threading.Lock()
 
 
@@ -143,15 +140,6 @@ class ClockSleepingTransport(RequestsTransport):
 
     def sleep(self, duration: float) -> None:
         current_clock().sleep(duration)
-
-
-class LoopbackBearerTokenPolicy(ARMChallengeAuthenticationPolicy):
-    """ARM's bearer-token policy, allowing plain http to loopback hosts only (the twin)."""
-
-    def on_request(self, request: PipelineRequest[Any]) -> None:
-        if is_loopback_url(request.http_request.url):
-            request.context["enforce_https"] = False
-        super().on_request(request)
 
 
 MAX_SDK_WAIT_S = 20  # an activity waits at most this long in the SDK's own retries (see ActivityRetryPolicy)
@@ -180,13 +168,10 @@ def _client_options(connection: ArmConnection) -> dict[str, Any]:
     options: dict[str, Any] = {
         "base_url": connection.endpoint,
         "credential_scopes": connection.credential_scopes,
-        "transport": ClockSleepingTransport(),
+        # The transport is ours, so the CA goes to it (a client's own connection_verify reaches only its default one).
+        "transport": ClockSleepingTransport(**{"connection_verify": connection.ca_file} if connection.ca_file else {}),
         "retry_policy": ActivityRetryPolicy(),
     }
-    if connection.plain_http:
-        options["authentication_policy"] = LoopbackBearerTokenPolicy(
-            connection.credential, *connection.credential_scopes
-        )
     return options
 
 

@@ -283,7 +283,7 @@ class Rigs:
 
         clock = VirtualClock(start) if start is not None else VirtualClock()
         twin = FleetTwin(one_machine_per_entry(machines, subscriptions=subscriptions, seed=seed), clock, faults)
-        twin_url = twin.start()
+        twin.start()
         self.stack.callback(twin.stop)
         host = DurableHost(function_app.app, clock, activity_workers=activity_workers)  # installs the clock
         self.stack.callback(host.close)  # ... until closed
@@ -295,7 +295,7 @@ class Rigs:
             served.set_policy(**policy)
         else:
             rig = Rig(clock, twin, host)
-        self.stack.enter_context(twin_environment(twin_url))
+        self.stack.enter_context(twin_environment(twin))
         if serve:
             host.start(port=0)  # function keys on: every call must carry the right key
         self.opened.append(rig)

@@ -103,6 +103,15 @@ def port_errors(port: int) -> Iterator[None]:
         raise port_error(port, exc) from None
 
 
+@contextlib.contextmanager
+def _reported(*errors: type[Exception]) -> Iterator[None]:
+    """These errors (bad input found while starting) end the command with their one line."""
+    try:
+        yield
+    except errors as exc:
+        raise fail(str(exc)) from None
+
+
 PortOpt = Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port).", callback=check_port)]
 
 
@@ -352,13 +361,19 @@ def twin(
     faults: FaultsOpt = "none",
     speed: SpeedOpt = 60.0,
     start: StartOpt = None,
+    ca_file: Annotated[Path | None, typer.Option(
+        "--ca-file", help="Write the twin's CA certificate (PEM) here (default: a file in the temp folder).")] = None,
+    no_tls: Annotated[bool, typer.Option("--no-tls", help="Serve plain HTTP (curl only: SDK clients need TLS).")]
+    = False,
 ) -> None:
     """The fleet twin alone: an ARM endpoint on loopback for any Azure SDK client or curl."""
     from .twin.cli import run_twin_cli
+    from .twin.tls import CaFileError
 
     fleet = build_fleet(machines, subscriptions, seed, scenario)
-    with port_errors(port):
-        run_twin_cli(port=port, fleet=fleet, faults=check_faults(faults), speed=_speed(speed), start=parse_start(start))
+    with port_errors(port), _reported(CaFileError):
+        run_twin_cli(port=port, fleet=fleet, faults=check_faults(faults), speed=_speed(speed), start=parse_start(start),
+                     tls=not no_tls, ca_file=str(ca_file) if ca_file else None)
 
 
 def _speed(speed: float) -> float:

@@ -51,9 +51,12 @@ def scoped_environment(values: Mapping[str, str | None]) -> Iterator[None]:
         _set_environment(saved)
 
 
-def twin_environment(base_url: str) -> contextlib.AbstractContextManager[None]:
-    """Point the app's ARM calls at the twin for the duration (the activities read these settings)."""
-    return scoped_environment({"HOTPATCH_ARM_ENDPOINT": base_url, "HOTPATCH_ARM_TOKEN": SIMULATION_TOKEN})
+def twin_environment(twin: FleetTwin) -> contextlib.AbstractContextManager[None]:
+    """Point the app's ARM calls at the (started) twin for the duration: its URL, a token, and its CA certificate
+    (the activities read these settings)."""
+    assert twin.base_url, "the twin is not started"
+    return scoped_environment({"HOTPATCH_ARM_ENDPOINT": twin.base_url, "HOTPATCH_ARM_TOKEN": SIMULATION_TOKEN,
+                               "HOTPATCH_ARM_CA_FILE": twin.ca_file})
 
 
 @contextlib.contextmanager
@@ -126,7 +129,8 @@ def check_arm_access(policy: Policy) -> list[str]:
 
     endpoint = policy.resolved_arm_endpoint
     try:
-        connection = ArmConnection.for_endpoint(endpoint, token=os.environ.get("HOTPATCH_ARM_TOKEN") or None)
+        connection = ArmConnection.for_endpoint(endpoint, token=os.environ.get("HOTPATCH_ARM_TOKEN") or None,
+                                                ca_file=os.environ.get("HOTPATCH_ARM_CA_FILE") or "")
     except ValueError as exc:
         raise PlanError(str(exc)) from None
     try:
@@ -233,9 +237,9 @@ def run_simulation(
     wall_start = time.perf_counter()
     virtual_start = clock.now()
     twin = FleetTwin(fleet, clock, faults, throttling=throttling)
-    base_url = twin.start()
+    twin.start()
     try:
-        with twin_environment(base_url), ledger_environment():  # the audit ledger: Azurite unless configured
+        with twin_environment(twin), ledger_environment():  # the audit ledger: Azurite unless configured
             report, host_metrics = execute_rollout(
                 clock, simulation_policy(policy, twin), expected_machines=len(fleet.machines), progress=progress,
                 timeout_real_s=timeout_real_s,

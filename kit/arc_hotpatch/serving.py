@@ -62,6 +62,7 @@ def run_serve(
 
     def started(host: Any) -> None:
         console.print(f"Fleet twin: {twin_url}")
+        console.print(f"  CA certificate: {twin.ca_file}")
         console.print(f"  ARM + {len(fleet.machines)} simulated machines, x{speed:g} speed; "
                       f"machine truth: {twin_url}/_twin/machines/{{name}}")
         for subscription in twin.subscription_ids:
@@ -72,7 +73,7 @@ def run_serve(
         console.print(f"Try: curl -X POST '{url}' -d '{{\"dry_run\": true}}'")
 
     try:
-        with twin_environment(twin_url), ledger_environment() as ledger:  # the audit ledger: Azurite unless set
+        with twin_environment(twin), ledger_environment() as ledger:  # the audit ledger: Azurite unless set
             if ledger:
                 console.print(f"Audit ledger: Azurite table service {connection_endpoint(ledger)}")
             serve_app(

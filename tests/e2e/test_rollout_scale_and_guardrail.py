@@ -29,7 +29,8 @@ def rolled_out(groups: list[dict[str, Any]], **policy: Any) -> Iterator[tuple[di
     # Pages of 25 against start batches of 20: a window's listing cursor stops mid-page and straddles pages.
     twin = FleetTwin(fleet, clock, page_size=25)
     try:
-        with twin_environment(twin.start()):
+        twin.start()
+        with twin_environment(twin):
             settings = simulation_policy(replace(Policy(), reboot_policy="auto").with_overrides(policy), twin)
             report, metrics = execute_rollout(clock, settings, expected_machines=len(fleet.machines),
                                               rollout_id=ROLLOUT_ID, timeout_real_s=180)
@@ -107,7 +108,8 @@ def test_a_window_never_has_more_than_concurrency_machines_in_flight() -> None:
     twin = FleetTwin(load_scenario({"seed": 4, "subscriptions": 1, "groups": groups}), clock)
     peak = 0
     try:
-        with twin_environment(twin.start()):
+        twin.start()
+        with twin_environment(twin):
             import function_app
             from core.contracts import ROLLOUT_ORCHESTRATOR, RolloutState
 

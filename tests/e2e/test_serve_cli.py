@@ -45,7 +45,8 @@ def test_serve_runs_a_dry_run_over_http() -> None:
         threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
         printed: list[str] = []
         found: dict[str, str] = {}
-        patterns = {"base": r"listening on (http://127\.0\.0\.1:\d+)", "twin": r"^Fleet twin: (http://127\.0\.0\.1:\d+)$",
+        patterns = {"base": r"listening on (http://127\.0\.0\.1:\d+)", "twin": r"^Fleet twin: (https://127\.0\.0\.1:\d+)$",
+                    "ca_file": r"^\s+CA certificate: (\S+)$",
                     "subscription": r"^\s+subscription ([0-9a-f-]{36})\s*$",
                     "outside": r"^\s+subscription ([0-9a-f-]{36})\s+\(out of scope"}
         deadline = time.monotonic() + STARTUP_S
@@ -95,12 +96,13 @@ def test_serve_runs_a_dry_run_over_http() -> None:
         arm = requests.get(
             f"{found['twin']}/subscriptions/{found['subscription']}/providers/Microsoft.HybridCompute/machines",
             params={"api-version": ARM_API_VERSION}, headers={"Authorization": "Bearer e2e"}, timeout=30,
+            verify=found["ca_file"],  # as curl --cacert: the twin's HTTPS, its CA as serve printed it
         )
         assert arm.status_code == 200, arm.text
         machines = arm.json()["value"]
         assert {m["id"] for m in machines} == {row["id"] for row in rows}
         for row in rows:  # the twin's truth, outside ARM, with a plain GET: a dry run rebooted nothing
-            truth = requests.get(f"{found['twin']}/_twin/machines/{row['name']}", timeout=30)
+            truth = requests.get(f"{found['twin']}/_twin/machines/{row['name']}", timeout=30, verify=found["ca_file"])
             assert truth.status_code == 200, truth.text
             assert (truth.json()["id"], truth.json()["boot_count"], truth.json()["boots"]) == (row["id"], 0, [])
         would_enable = [row for row in planned if "enable_hotpatch" in row["actions"]]
@@ -108,7 +110,7 @@ def test_serve_runs_a_dry_run_over_http() -> None:
         for row in would_enable:
             profile = requests.get(f"{found['twin']}{row['id']}/licenseProfiles/default",
                                    params={"api-version": ARM_API_VERSION}, headers={"Authorization": "Bearer e2e"},
-                                   timeout=30)
+                                   timeout=30, verify=found["ca_file"])
             assert profile.status_code in (200, 404), profile.text
             product = profile.json().get("properties", {}).get("productProfile", {}) if profile.ok else {}
             hotpatch = [f for f in product.get("productFeatures", []) if f.get("name", "").lower() == "hotpatch"]

@@ -83,3 +83,12 @@ def make_twin(virtual_clock: VirtualClock, contract: SpecContract) -> Iterator[C
     problems = [p for h in harnesses for p in contract.all_problems(h.records)]
     if problems:
         pytest.fail("responses that break the 2025-01-13 contract:\n" + "\n".join(problems[:40]), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def trust_the_twins_ca(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain ``requests`` calls in these tests trust the twin's CA, as ``curl --cacert`` would (the twin serves
+    HTTPS; its CA file is the process's). The app's own clients are given the CA explicitly, never this way."""
+    from arc_hotpatch.twin.tls import default_ca_file
+
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(default_ca_file()))

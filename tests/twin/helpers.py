@@ -48,7 +48,8 @@ class TwinHarness:
 
     def __post_init__(self) -> None:
         assert self.twin.base_url is not None
-        self.connection = ArmConnection(self.twin.base_url, StaticTokenCredential("test-token"))
+        self.connection = ArmConnection(self.twin.base_url, StaticTokenCredential("test-token"),
+                                        self.twin.ca_file or "")
 
     @property
     def url(self) -> str:

@@ -12,7 +12,7 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.mgmt.hybridcompute import HybridComputeManagementClient
 
 from arc_hotpatch.twin import generate_fleet, machine_spec
-from core.azure_clients import LoopbackBearerTokenPolicy, subscription_client
+from core.azure_clients import subscription_client
 
 from .helpers import MachineDriver, script_text
 
@@ -306,10 +306,8 @@ def test_api_versions(make_twin):
     assert requests.get(f"{machines}?api-version=2026-07-15", headers=AUTH, timeout=10).status_code == 200
     assert code(f"{machines}?api-version=2026-07-15-preview") == (400, "NoRegisteredProviderFound")
     with HybridComputeManagementClient(
-        harness.connection.credential,
-        harness.twin.subscription_ids[0],
-        base_url=harness.url,
-        authentication_policy=LoopbackBearerTokenPolicy(harness.connection.credential, "x/.default"),
+        harness.connection.credential, harness.twin.subscription_ids[0], base_url=harness.url,
+        connection_verify=harness.twin.ca_file,
     ) as unpinned:
         assert unpinned._config.api_version > "2025-01-13"
         assert next(iter(unpinned.machines.list_by_subscription())).name

@@ -28,20 +28,20 @@ SUBSCRIPTION = "11111111-1111-1111-1111-111111111111"
 
 
 def test_development_connection_uses_the_twin_and_a_static_token():
-    connection = ArmConnection.for_endpoint("http://127.0.0.1:8080/", token="dev")
-    assert connection.endpoint == "http://127.0.0.1:8080"
-    assert connection.credential_scopes == ["http://127.0.0.1:8080/.default"]
+    connection = ArmConnection.for_endpoint("https://127.0.0.1:8080/", token="dev", ca_file="/tmp/twin-ca.pem")
+    assert (connection.endpoint, connection.ca_file) == ("https://127.0.0.1:8080", "/tmp/twin-ca.pem")
+    assert connection.credential_scopes == ["https://127.0.0.1:8080/.default"]
     assert isinstance(connection.credential, StaticTokenCredential)
     token = connection.credential.get_token(*connection.credential_scopes)
     assert token.token == "dev" and token.expires_on > time.time() + 600
     assert connection.credential.get_token_info("x").token == "dev"
-    implicit = ArmConnection.for_endpoint("http://localhost:8080")
+    implicit = ArmConnection.for_endpoint("https://localhost:8080")
     assert isinstance(implicit.credential, StaticTokenCredential)  # loopback is always the twin
 
 
 def test_one_connection_per_endpoint_and_token_so_clients_are_reused():
     # Activities build their connection on every call: they must get the same one (and clients) back.
-    endpoint = "http://127.0.0.1:8081"
+    endpoint = "https://127.0.0.1:8081"
     first = ArmConnection.for_endpoint(endpoint, token="a")
     assert ArmConnection.for_endpoint(endpoint, token="a") is first
     assert ArmConnection.for_endpoint(endpoint, token="b") is not first
@@ -67,24 +67,25 @@ def test_production_connection_uses_default_azure_credential_and_the_cloud(cloud
     assert connection.credential_scopes == [f"{endpoint}/.default"]
 
 
-def test_plain_http_only_to_loopback():
+def test_bearer_tokens_go_over_tls_only_loopback_included():
     credential = StaticTokenCredential()
-    for endpoint in ("http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1", "https://management.azure.com"):
+    for endpoint in ("https://127.0.0.1:1", "https://localhost:1", "https://management.azure.com"):
         ArmConnection(endpoint, credential)
-    for endpoint in ("http://management.azure.com", "ftp://127.0.0.1", "127.0.0.1:80"):
-        with pytest.raises(ValueError):
+    for endpoint in ("http://127.0.0.1:1", "http://localhost:1", "http://management.azure.com", "ftp://127.0.0.1",
+                     "127.0.0.1:80"):
+        with pytest.raises(ValueError, match="not an https URL: bearer tokens go over TLS only"):
             ArmConnection(endpoint, credential)
 
 
 def test_clients_are_pinned_cached_per_thread_and_closable():
-    connection = ArmConnection("http://127.0.0.1:9", StaticTokenCredential())
+    connection = ArmConnection("https://127.0.0.1:9", StaticTokenCredential())
     client = hybrid_compute_client(connection, SUBSCRIPTION)
     assert client._config.api_version == "2025-01-13"
-    assert client._config.credential_scopes == ["http://127.0.0.1:9/.default"]
+    assert client._config.credential_scopes == ["https://127.0.0.1:9/.default"]
     assert isinstance(client._client._pipeline._transport, ClockSleepingTransport)
     assert hybrid_compute_client(connection, SUBSCRIPTION) is client
     assert hybrid_compute_client(connection, SUBSCRIPTION.replace("1", "2")) is not client
-    other_connection = ArmConnection("http://127.0.0.1:9", StaticTokenCredential())
+    other_connection = ArmConnection("https://127.0.0.1:9", StaticTokenCredential())
     assert hybrid_compute_client(other_connection, SUBSCRIPTION) is not client
     subscriptions = subscription_client(connection)
     assert subscriptions._config.api_version == "2022-12-01" and subscription_client(connection) is subscriptions
@@ -101,9 +102,10 @@ def test_clients_are_pinned_cached_per_thread_and_closable():
 
 
 def test_bearer_tokens_never_leave_over_plain_http_to_other_hosts():
-    client = hybrid_compute_client(ArmConnection("http://127.0.0.1:9", StaticTokenCredential()), SUBSCRIPTION)
-    with pytest.raises(ServiceRequestError, match="non-TLS"):
-        client.send_request(HttpRequest("GET", "http://example.com/subscriptions"))
+    client = hybrid_compute_client(ArmConnection("https://127.0.0.1:9", StaticTokenCredential()), SUBSCRIPTION)
+    for url in ("http://example.com/subscriptions", "http://127.0.0.1:9/subscriptions"):  # no loopback exception
+        with pytest.raises(ServiceRequestError, match="non-TLS"):
+            client.send_request(HttpRequest("GET", url))
     close_clients()
 
 

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from arc_hotpatch.clocks import current_clock
@@ -37,11 +38,11 @@ def test_run_twin_cli_prints_url_subscriptions_and_curl_and_serves():
     thread = threading.Thread(target=run_twin_cli, args=(0, fleet, "chaos", 600.0), kwargs={"out": out, "stop": stop})
     thread.start()
     try:
-        url = _wait_for_line(out, r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+        url = _wait_for_line(out, r"listening on (https://127\.0\.0\.1:\d+)").group(1)
         text = _wait_for_line(out, r"Ctrl-C to stop").string
         assert all(subscription in text for subscription in fleet.subscription_ids)
         assert "faults chaos" in text and "x600" in text
-        curl = _wait_for_line(out, r'curl -H "Authorization: Bearer twin" "([^"]+)"').group(1)
+        curl = _wait_for_line(out, r'curl --cacert "[^"]+" -H "Authorization: Bearer twin" "([^"]+)"').group(1)
         for _ in range(5):  # chaos may inject a fault; curl users would retry too
             response = requests.get(curl, headers={"Authorization": "Bearer twin"}, timeout=10)
             if response.status_code == 200:
@@ -93,10 +94,61 @@ def test_the_twin_starts_its_clock_at_the_start_date_a_machine_reads_it():
                               kwargs={"out": out, "stop": stop, "start": start})
     thread.start()
     try:
-        url = _wait_for_line(out, r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+        url = _wait_for_line(out, r"listening on (https://127\.0\.0\.1:\d+)").group(1)
         assert "from 2026-07-20 08:00 UTC" in _wait_for_line(out, r"Ctrl-C to stop").string
         truth = requests.get(f"{url}/_twin/machines/{fleet.machines[0].name}", timeout=10).json()
         assert truth["now"].startswith("2026-07-20T08:") and "2026-06-01" < truth["booted_at_start"] < "2026-07-20"
     finally:
         stop.set()
         thread.join(timeout=30)
+
+
+def test_a_plain_sdk_client_uses_the_https_twin_with_its_ca_file_and_no_tls_serves_http(tmp_path):
+    import certifi
+    from azure.mgmt.hybridcompute import HybridComputeManagementClient
+
+    from arc_hotpatch.twin import load_scenario
+    from core.azure_clients import StaticTokenCredential
+
+    fleet = load_scenario({"seed": 1, "groups": [{"machine": {"name": "m"}}]})
+    ca_file = tmp_path / "certs" / "twin-ca.pem"
+    out, stop = io.StringIO(), threading.Event()
+    thread = threading.Thread(target=run_twin_cli, args=(0, fleet, None, 60.0),
+                              kwargs={"out": out, "stop": stop, "ca_file": str(ca_file)})
+    thread.start()
+    try:
+        url = _wait_for_line(out, r"listening on (https://127\.0\.0\.1:\d+)").group(1)
+        assert _wait_for_line(out, r"CA certificate: (\S+)\n").group(1) == str(ca_file)
+        assert ca_file.read_text().startswith("-----BEGIN CERTIFICATE-----")
+        # What any ARM client does: a bearer token over TLS, the twin's CA trusted (the SDK's default api-version).
+        with HybridComputeManagementClient(StaticTokenCredential("any"), fleet.subscription_ids[0], base_url=url,
+                                           connection_verify=str(ca_file)) as client:
+            assert [m.name for m in client.machines.list_by_subscription()] == ["m"]
+        with pytest.raises(requests.exceptions.SSLError):  # the public trust store does not know the twin
+            requests.get(f"{url}/_twin/machines/m", timeout=10, verify=certifi.where())
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+    out, stop = io.StringIO(), threading.Event()
+    thread = threading.Thread(target=run_twin_cli, args=(0, fleet, None, 60.0),
+                              kwargs={"out": out, "stop": stop, "tls": False})
+    thread.start()
+    try:
+        url = _wait_for_line(out, r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+        assert "CA certificate" not in out.getvalue()
+        assert requests.get(f"{url}/_twin/machines/m", timeout=10).json()["name"] == "m"
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+
+def test_the_twin_command_names_a_ca_file_it_cannot_write(tmp_path):
+    from typer.testing import CliRunner
+
+    from arc_hotpatch.cli import app
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = CliRunner().invoke(app, ["twin", "--ca-file", str(blocker / "ca.pem")])
+    assert result.exit_code == 2 and "--ca-file" in result.output and "cannot write" in result.output

@@ -64,7 +64,8 @@ def test_terminated_at_any_step_then_started_again_reboots_once_and_reports_what
     done_before, reboots_before = changes_made(first_entries, first)
     # The machine rebooted exactly as often as its workflow needs: once, whoever asked for it.
     assert snapshot.reboots == 1, (step, snapshot.boot_times, [(e.change, e.phase) for e in entries])
-    truth = requests.get(f"{rig.twin.base_url}/_twin/machines/m", timeout=10).json()  # as anyone can check it
+    # As anyone can check it (curl --cacert).
+    truth = requests.get(f"{rig.twin.base_url}/_twin/machines/m", timeout=10, verify=rig.twin.ca_file).json()
     assert truth["boot_count"] == 1 and len(truth["boots"]) == 1, truth
     assert row["state"] == "hotpatch_enabled" and snapshot.hotpatch_status == "Enabled", row
     # Its report rows are true: the second run's own changes, plus what the terminated run had made.

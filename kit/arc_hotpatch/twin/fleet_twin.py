@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from core.azure_clients import HYBRID_COMPUTE_API_VERSION  # the spec version the app's clients ask for
@@ -39,6 +40,7 @@ from .inspection import MachineSnapshot, snapshot
 from .middleware import build_middleware_chain
 from .server import LoopServer
 from .state import FleetState
+from .tls import twin_tls
 
 __all__ = ["HYBRID_COMPUTE_API_VERSION", "ExchangeRecord", "FleetTwin"]
 
@@ -61,7 +63,11 @@ class FleetTwin:
         throttling: bool = True,
         page_size: int = 100,
         response_observer: Callable[[ExchangeRecord], None] | None = None,
+        tls: bool = True,
+        ca_file: str | Path | None = None,
     ) -> None:
+        """``tls``: serve HTTPS (the default: ARM clients send bearer tokens over TLS only), its CA certificate
+        written to ``ca_file`` (default a file in the temp folder); ``ca_file`` then names it."""
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
         self.clock = clock
@@ -72,6 +78,9 @@ class FleetTwin:
         middleware = build_middleware_chain(self._state, throttling=throttling)
         self._server = LoopServer(Dispatcher(self._state, clock, middleware, response_observer).handle)
         self.base_url: str | None = None
+        self._tls = tls
+        self._ca_file = ca_file
+        self.ca_file: str | None = None  # the CA certificate clients trust (PEM), once started with TLS
 
     # --- configuration (read-only: the server is wired from it) -------------------------------
 
@@ -107,8 +116,10 @@ class FleetTwin:
 
     def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
         """Serve on ``host:port`` (0: any free port) from a background thread; returns the base URL."""
-        bound_port = self._server.start(host, port)
-        self.base_url = f"http://{host}:{bound_port}"
+        certificate = twin_tls(self._ca_file) if self._tls else None
+        bound_port = self._server.start(host, port, certificate.context if certificate else None)
+        self.ca_file = str(certificate.ca_file) if certificate else None
+        self.base_url = f"{'https' if certificate else 'http'}://{host}:{bound_port}"
         return self.base_url
 
     def stop(self) -> None:

@@ -7,6 +7,7 @@ from any other thread (the Python inspection API), so the twin needs no locks.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -32,8 +33,9 @@ class LoopServer:
     def running(self) -> bool:
         return self._thread is not None
 
-    def start(self, host: str, port: int) -> int:
-        """Serve on ``host:port`` (0: any free port) from a background thread; returns the bound port."""
+    def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> int:
+        """Serve on ``host:port`` (0: any free port; HTTPS with ``ssl_context``) from a background thread; returns
+        the bound port."""
         if self._thread is not None:
             raise RuntimeError("the twin is already running")
         loop = asyncio.new_event_loop()
@@ -41,17 +43,17 @@ class LoopServer:
         thread.start()
         self._loop, self._thread = loop, thread
         try:
-            return asyncio.run_coroutine_threadsafe(self._serve(host, port), loop).result(timeout=30)
+            return asyncio.run_coroutine_threadsafe(self._serve(host, port, ssl_context), loop).result(timeout=30)
         except BaseException:
             self._shutdown_loop()
             raise
 
-    async def _serve(self, host: str, port: int) -> int:
+    async def _serve(self, host: str, port: int, ssl_context: ssl.SSLContext | None) -> int:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handler)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
         await site.start()
         self._runner = runner
         server = site._server
