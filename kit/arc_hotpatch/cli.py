@@ -394,24 +394,47 @@ def serve(
     speed: SpeedOpt = 60.0,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Do not require function keys.")] = False,
     start: StartOpt = None,
+    app_spec: Annotated[str, typer.Option(
+        "--app", help="The FunctionApp to serve, as module:attribute (imported from the current folder).")]
+    = "function_app:app",
+    with_twin: Annotated[bool, typer.Option(
+        "--twin", help="Start the fleet twin for another app too (it always starts for the project's app).")] = False,
 ) -> None:
     """The twin + the local durable host serving the app's HTTP routes, like `func start`.
+
+    Any Python v2 FunctionApp with --app module:attribute (the fleet twin starts for the project's own app, or
+    with --twin). Like func start, the Values of the app folder's local.settings.json become app settings
+    (the environment wins).
 
     App settings (HOTPATCH_*) in the environment are honoured (the twin decides only the ARM
     endpoint and token); flags override them. HOTPATCH_SUBSCRIPTIONS may name some of the twin's
     subscriptions: the others are then out of scope. Prints the twin's URL as `Fleet twin: <url>`.
     """
+    from .apps import AppError, app_folder, apply_local_settings, is_project_app, load_app
     from .runner import restored_environment
-    from .serving import run_serve
+    from .serving import run_serve, run_serve_app
 
     logging.getLogger("arc_hotpatch").setLevel(os.environ.get("HOTPATCH_LOG_LEVEL", "INFO").upper())
-
-    fleet = build_fleet(machines, subscriptions, seed, scenario)
-    policy, webhook = rehearsal_policy(ctx, Policy(), fleet)
     started_at = parse_start(start)
-    with restored_environment(), webhook_environment(webhook), port_errors(port):
-        run_serve(fleet=fleet, policy=policy, port=port, faults=check_faults(faults), speed=_speed(speed),
-                  no_auth=no_auth, console=console, start=started_at)
+    with restored_environment(prefix=""):  # local.settings.json's Values are app settings for this run only
+        with _reported(AppError):
+            own_app = is_project_app(app_spec)
+            applied = apply_local_settings(app_folder(app_spec))
+            served = load_app(app_spec)
+        if applied:
+            console.print(f"App settings from local.settings.json: {', '.join(sorted(applied))}")
+        if not (own_app or with_twin):
+            if ctx.args:
+                raise fail(f"{' '.join(ctx.args)}: policy flags apply to the project's app (or with --twin)")
+            with port_errors(port):
+                run_serve_app(app=served, port=port, speed=_speed(speed), no_auth=no_auth, console=console,
+                              start=started_at)
+            return
+        fleet = build_fleet(machines, subscriptions, seed, scenario)
+        policy, webhook = rehearsal_policy(ctx, Policy(), fleet)
+        with webhook_environment(webhook), port_errors(port):
+            run_serve(fleet=fleet, policy=policy, port=port, faults=check_faults(faults), speed=_speed(speed),
+                      no_auth=no_auth, console=console, start=started_at, app=served)
 
 
 @app.command(context_settings=POLICY_CONTEXT, epilog=policy_flags_help())

@@ -47,11 +47,14 @@ def policy_environment(policy: Policy) -> dict[str, str]:
 
 def run_serve(
     *, fleet: Fleet, policy: Policy, port: int, faults: str, speed: float, no_auth: bool, console: Any,
-    stop_event: threading.Event | None = None, start: datetime = DEFAULT_START,
+    stop_event: threading.Event | None = None, start: datetime = DEFAULT_START, app: Any = None,
 ) -> None:
-    """Serve until Ctrl-C (or ``stop_event``); the simulated clock starts at ``start``."""
-    import function_app
+    """Serve ``app`` (default the project's) with the fleet twin behind it until Ctrl-C (or ``stop_event``); the
+    simulated clock starts at ``start``."""
+    if app is None:
+        import function_app
 
+        app = function_app.app
     scope = twin_scope(policy.subscriptions, fleet.subscription_ids)  # HOTPATCH_SUBSCRIPTIONS may name some
     clock = ScaledClock(speed, start)
     twin = FleetTwin(fleet, clock, faults)
@@ -77,8 +80,15 @@ def run_serve(
             if ledger:
                 console.print(f"Audit ledger: Azurite table service {connection_endpoint(ledger)}")
             serve_app(
-                function_app.app, clock, port, no_auth, activity_workers=16, hub_name=os.environ["HOTPATCH_TASK_HUB"],
+                app, clock, port, no_auth, activity_workers=16, hub_name=os.environ["HOTPATCH_TASK_HUB"],
                 out=console.print, stop_event=stop_event, on_started=started,
             )
     finally:
         twin.stop()
+
+
+def run_serve_app(*, app: Any, port: int, speed: float, no_auth: bool, console: Any,
+                  stop_event: threading.Event | None = None, start: datetime = DEFAULT_START) -> None:
+    """Serve another FunctionApp alone (no fleet twin, no ledger), like ``func start``, until Ctrl-C."""
+    serve_app(app, ScaledClock(speed, start), port, no_auth, activity_workers=16,
+              hub_name=os.environ.get("HOTPATCH_TASK_HUB") or "TestHubName", out=console.print, stop_event=stop_event)
