@@ -383,3 +383,16 @@ async def on_machine_write(event: func.EventGridEvent, client: df.DurableOrchest
         return
     machine = event.subject.rsplit("/", 1)[-1]
     await client.start_new("sequence", f"onboard-{machine}", len(machine))
+
+
+@app.route(route="instances/{instanceId}/unsupported/{operation}", methods=["POST"],
+           auth_level=func.AuthLevel.ANONYMOUS)
+@app.durable_client_input(client_name="client")
+async def http_unsupported(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """What an SDK user sees of an operation the local host does not implement: the exception's message."""
+    operation = getattr(client, req.route_params["operation"])
+    try:
+        await operation(req.route_params["instanceId"], "test")
+    except Exception as exc:
+        return func.HttpResponse(str(exc), status_code=200)
+    return func.HttpResponse("no error", status_code=200)

@@ -298,3 +298,59 @@ def test_run_serve_prints_endpoints_and_stops(monkeypatch):
     assert f"http_start: [POST] {base}/api/start/{{orchestrator}}  (auth: function)" in text
     assert "master key:                      mk" in text
     assert f"POST {base}/runtime/webhooks/eventgrid?functionName=on_machine_write" in text
+
+
+def _completed(rpc: str, instance_id: str) -> None:
+    poll(lambda: requests.get(f"{rpc}instances/{instance_id}"), lambda r: r.status_code == 200)
+
+
+def test_show_history_is_the_extensions_view_of_the_history(served):
+    rpc = served.http.rpc_base_url
+    requests.post(f"{rpc}orchestrators/sequence/seq-1", json="1")
+    requests.post(f"{rpc}orchestrators/parent/parent-1")
+    _completed(rpc, "seq-1")
+    _completed(rpc, "parent-1")
+
+    events = requests.get(f"{rpc}instances/seq-1", params={"showHistory": "true"}).json()["historyEvents"]
+    assert [e["EventType"] for e in events] == ["ExecutionStarted", "TaskCompleted", "TaskCompleted",
+                                                "ExecutionCompleted"]  # no Orchestrator*/TaskScheduled
+    assert events[0]["FunctionName"] == "sequence" and "Input" not in events[0] and "Name" not in events[0]
+    assert all(e["FunctionName"] == "add_one" and e["ScheduledTime"] <= e["Timestamp"] for e in events[1:3])
+    assert events[-1]["OrchestrationStatus"] == "Completed"
+    assert not any(key in e for e in events for key in ("EventId", "IsPlayed", "Result", "TaskScheduledId"))
+
+    with_output = requests.get(f"{rpc}instances/seq-1", params={"showHistory": "true", "showHistoryOutput": "true"})
+    events = with_output.json()["historyEvents"]
+    assert [e["Result"] for e in events[1:]] == [2, 3, [2, 3]]  # as JSON, not string-encoded
+
+    events = requests.get(f"{rpc}instances/parent-1", params={"showHistory": "true", "showHistoryOutput": "true"}
+                          ).json()["historyEvents"]
+    children = [e for e in events if e["EventType"] == "SubOrchestrationInstanceCompleted"]
+    assert [c["FunctionName"] for c in children] == ["child", "child"] and children[0]["Result"]["value"] == 20
+    assert "SubOrchestrationInstanceCreated" not in [e["EventType"] for e in events]
+    assert "historyEvents" not in requests.get(f"{rpc}instances/seq-1").json()
+
+
+def test_a_running_instance_is_purged_as_the_azure_storage_provider_does(served):
+    rpc = served.http.rpc_base_url
+    requests.post(f"{rpc}orchestrators/wait_event/waiting-1")
+    poll(lambda: requests.get(f"{rpc}instances/waiting-1"), lambda r: r.json()["runtimeStatus"] == "Running")
+    purged = requests.delete(f"{rpc}instances/waiting-1")
+    assert (purged.status_code, purged.json()) == (200, {"instancesDeleted": 1})
+    assert requests.get(f"{rpc}instances/waiting-1").status_code == 404
+    assert requests.post(f"{rpc}instances/waiting-1/raiseEvent/Go", json=1).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("operation", "seen"),
+    [("rewind", "The local durable host does not support 'rewind' of an orchestration instance"),
+     ("suspend", "The operation failed with an unexpected status code 501"),
+     ("resume", "The operation failed with an unexpected status code 501")],
+)
+def test_an_unsupported_operation_tells_the_sdk_user_what_it_can(served, operation, seen):
+    rpc = served.http.rpc_base_url
+    requests.post(f"{rpc}orchestrators/wait_event/to-rewind")
+    answer = requests.post(f"{served.base_url}/api/instances/to-rewind/unsupported/{operation}")
+    assert answer.status_code == 200 and seen in answer.text
+    direct = requests.post(f"{rpc}instances/to-rewind/{operation}?reason=r")
+    assert direct.status_code == 501 and "func start" in direct.json()

@@ -17,7 +17,6 @@ from .errors import (
     InstanceAlreadyExists,
     InstanceGone,
     InstanceNotFound,
-    InstanceNotTerminal,
     OrchestratorNotFound,
 )
 from .functions import FunctionAppError, load_app
@@ -38,7 +37,6 @@ __all__ = [
     "InstanceAlreadyExists",
     "InstanceGone",
     "InstanceNotFound",
-    "InstanceNotTerminal",
     "OrchestratorNotFound",
     "describe_endpoints",
     "load_app",

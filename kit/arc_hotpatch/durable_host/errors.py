@@ -27,12 +27,6 @@ class InstanceAlreadyExists(DurableHostError):
     http_status = 409
 
 
-class InstanceNotTerminal(DurableHostError):
-    """Purge of an instance that is still running."""
-
-    http_status = 412
-
-
 class DeadlockError(DurableHostError):
     """Nothing can progress any more while awaited instances are still not finished."""
 

@@ -205,3 +205,63 @@ def event_type_name(event: HistoryEvent) -> str:
 
 def dumps_event(event: HistoryEvent) -> str:
     return json.dumps(event, separators=(",", ":"))
+
+
+# What the Durable extension's status query drops of each event type (DurableClient.GetDurableOrchestrationStatusAsync).
+_DROPPED_FIELDS = {
+    "TaskScheduled": ("Version", "Input"), "SubOrchestrationInstanceCreated": ("Version", "Input"),
+    "ExecutionStarted": ("OrchestrationInstance", "ParentInstance", "Version", "Tags", "Input"),
+    "ExecutionTerminated": ("Input",), "TimerFired": ("TimerId",), "EventRaised": ("Input",),
+}
+_SCHEDULED_BY = {"TaskCompleted": "TaskScheduled", "TaskFailed": "TaskScheduled",
+                 "SubOrchestrationInstanceCompleted": "SubOrchestrationInstanceCreated",
+                 "SubOrchestrationInstanceFailed": "SubOrchestrationInstanceCreated"}
+_WITH_RESULT = ("TaskCompleted", "SubOrchestrationInstanceCompleted", "ExecutionCompleted")
+
+
+def extension_history(events: list[HistoryEvent], *, show_output: bool = False) -> list[dict[str, Any]]:
+    """``historyEvents`` as the Durable extension returns them (``showHistory=true``): event types by name, no
+    ``EventId`` / ``IsPlayed``; a completion carries its scheduling's ``FunctionName`` and ``ScheduledTime`` and the
+    scheduling event itself is left out, as are OrchestratorStarted / OrchestratorCompleted; ``ExecutionStarted``
+    names the orchestrator as ``FunctionName``; ``Result`` only with ``showHistoryOutput=true``, as JSON."""
+    scheduled: dict[tuple[str, int], tuple[int, Any, Any]] = {}
+    dropped: set[int] = set()
+    view: list[dict[str, Any]] = []
+    for index, event in enumerate(events):
+        kind = event_type_name(event)
+        item: dict[str, Any] = {"EventType": kind, **{k: v for k, v in event.items() if k != "EventType"}}
+        if kind in ("TaskScheduled", "SubOrchestrationInstanceCreated"):
+            scheduled[(kind, event["EventId"])] = (index, event.get("Name"), event.get("Timestamp"))
+        elif kind in _SCHEDULED_BY:
+            found = scheduled.get((_SCHEDULED_BY[kind], item.pop("TaskScheduledId", None)))
+            if found is not None:
+                dropped.add(found[0])
+                item["ScheduledTime"], item["FunctionName"] = found[2], found[1]
+        elif kind == "ExecutionStarted":
+            item["FunctionName"] = item.pop("Name", None)
+        elif kind in ("OrchestratorStarted", "OrchestratorCompleted"):
+            dropped.add(index)
+        for field in _DROPPED_FIELDS.get(kind, ()):
+            item.pop(field, None)
+        if kind in _WITH_RESULT:
+            if show_output:
+                item["Result"] = _json_or_text(item.get("Result"))
+            else:
+                item.pop("Result", None)
+        item.pop("EventId", None)
+        item.pop("IsPlayed", None)
+        view.append(item)
+    return [item for index, item in enumerate(view) if index not in dropped]
+
+
+def _json_or_text(text: Any) -> Any:
+    """The extension's ParseToJToken: JSON when it parses, else the text itself (null stays null)."""
+    if not isinstance(text, str):
+        return text
+    stripped = text.strip()
+    if not stripped:
+        return ""
+    try:
+        return json.loads(stripped)
+    except json.JSONDecodeError:
+        return stripped

@@ -197,8 +197,9 @@ class DurableHost:
     def terminate(self, instance_id: str, reason: str | None = None) -> None:
         self._management.terminate(instance_id, reason)
 
-    def get_status(self, instance_id: str, *, show_history: bool = False, show_input: bool = True) -> dict[str, Any]:
-        return self._management.get_status(instance_id, show_history, show_input)
+    def get_status(self, instance_id: str, *, show_history: bool = False, show_input: bool = True,
+                   show_history_output: bool = False) -> dict[str, Any]:
+        return self._management.get_status(instance_id, show_history, show_input, show_history_output)
 
     def find_status(self, instance_id: str) -> dict[str, Any] | None:
         return self._management.find_status(instance_id)

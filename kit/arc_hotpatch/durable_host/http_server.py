@@ -171,6 +171,19 @@ def _json_response(status: int, payload: Any = None, headers: dict[str, str] | N
     return web.Response(status=status, text=json.dumps(payload), content_type="application/json", headers=headers)
 
 
+# The management operations the host does not implement; README "Durable Functions HTTP API" lists them.
+UNSUPPORTED_OPERATIONS = ("suspend", "resume", "rewind", "restart")
+
+
+def _unsupported(feature: str) -> web.Response:
+    """501 with the message as a JSON string: the body the Python SDK raises as its exception where it shows one
+    (rewind), and what curl shows; the SDK's other calls raise "unexpected status code 501". Logged too."""
+    message = (f"The local durable host does not support {feature}; run this app under the Azure Functions host "
+               "(func start) to use it")
+    log.warning("unsupported: %s", message)
+    return _json_response(501, message)
+
+
 def _error(status: int, message: str) -> web.Response:
     # ASP.NET HttpError shape; the Python client reads ExceptionMessage on 400.
     return _json_response(status, {"Message": message, "ExceptionMessage": message})
@@ -453,10 +466,10 @@ class HttpRuntime:
                     return await self._raise_event(request, instance_id, segments[3])
                 if operation == "terminate" and len(segments) == 3:
                     return self._terminate(request, instance_id)
-                if operation in ("suspend", "resume", "rewind", "restart") and len(segments) == 3:
-                    return _error(501, f"'{operation}' is not supported by the local durable host")
+                if operation in UNSUPPORTED_OPERATIONS and len(segments) == 3:
+                    return _unsupported(f"'{operation}' of an orchestration instance")
             if segments and segments[0] == "entities":
-                return _error(501, "durable entities are not supported by the local durable host")
+                return _unsupported("durable entities (signal, read state, list)")
         except DurableHostError as exc:
             return _error(exc.http_status, str(exc))
         except (ValueError, FunctionAppError) as exc:
@@ -502,9 +515,11 @@ class HttpRuntime:
 
     def _get_status(self, request: web.Request, instance_id: str, public: bool) -> web.StreamResponse:
         show_history = _parse_bool(request.query.get("showHistory"), False)
+        show_output = _parse_bool(request.query.get("showHistoryOutput"), False)
         show_input = _parse_bool(request.query.get("showInput"), True)
         try:
-            status = self.host.get_status(instance_id, show_history=show_history, show_input=show_input)
+            status = self.host.get_status(instance_id, show_history=show_history, show_input=show_input,
+                                          show_history_output=show_output)
         except InstanceNotFound as exc:
             return _json_response(404) if not public else _error(404, str(exc))
         runtime_status = status["runtimeStatus"]

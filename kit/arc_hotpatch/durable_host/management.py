@@ -16,7 +16,7 @@ from typing import Any
 from azure.durable_functions.models.utils.df_serialization import df_dumps
 
 from . import history as h
-from .errors import InstanceAlreadyExists, InstanceGone, InstanceNotTerminal, OrchestratorNotFound
+from .errors import InstanceAlreadyExists, InstanceGone, OrchestratorNotFound
 from .functions import FunctionRegistry
 from .history import HistoryEvent
 from .shim import unknown_function_message
@@ -80,15 +80,11 @@ class InstanceManagement:
             self.sync.signal()
 
     def purge(self, instance_id: str) -> int:
+        """Delete the instance and its history whatever its status, as the Azure Storage provider's purge by
+        instance id does (a running one is gone: its pending timers, activity results and events are dropped)."""
         with self.sync.lock:
-            instance = self.store.instances.get(instance_id)
-            if instance is None:
+            if instance_id not in self.store.instances:
                 return 0
-            if instance.status not in TERMINAL_STATUSES:
-                raise InstanceNotTerminal(
-                    "Only orchestrations in a terminal state can be purged, but the orchestration with "
-                    f"instance ID {instance_id} has status {instance.status}"
-                )
             self.store.remove(instance_id)
             return 1
 
@@ -103,9 +99,11 @@ class InstanceManagement:
             return len(selected)
 
     # ------------------------------------------------------------------ queries
-    def get_status(self, instance_id: str, show_history: bool, show_input: bool) -> dict[str, Any]:
+    def get_status(self, instance_id: str, show_history: bool, show_input: bool,
+                   show_history_output: bool = False) -> dict[str, Any]:
         with self.sync.lock:
-            return self.store.status(self.store.require(instance_id), show_history=show_history, show_input=show_input)
+            return self.store.status(self.store.require(instance_id), show_history=show_history, show_input=show_input,
+                                     show_history_output=show_history_output)
 
     def find_status(self, instance_id: str) -> dict[str, Any] | None:
         with self.sync.lock:

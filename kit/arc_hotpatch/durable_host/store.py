@@ -346,8 +346,9 @@ class InstanceStore:
         return ids[first:end]
 
     @staticmethod
-    def status(instance: Instance, *, show_history: bool = False, show_input: bool = True) -> dict[str, Any]:
-        """The instance as the extension's status query returns it."""
+    def status(instance: Instance, *, show_history: bool = False, show_input: bool = True,
+               show_history_output: bool = False) -> dict[str, Any]:
+        """The instance as the extension's status query returns it (``historyEvents`` in the extension's view)."""
         status: dict[str, Any] = {
             "name": instance.name,
             "instanceId": instance.instance_id,
@@ -358,12 +359,8 @@ class InstanceStore:
             "createdTime": h.status_time(instance.created_time),
             "lastUpdatedTime": h.status_time(instance.last_updated_time or instance.created_time),
         }
-        if show_history:
-            status["historyEvents"] = [
-                {"EventType": h.event_type_name(e)}
-                | {key: value for key, value in e.items() if key not in ("EventType", "IsPlayed")}
-                for e in instance.history
-            ]
+        if show_history and instance.status != "Pending":
+            status["historyEvents"] = h.extension_history(instance.history, show_output=show_history_output)
         return status
 
     def waiting_report(self, targets: list[str] | None) -> dict[str, list[str]]:
