@@ -163,6 +163,12 @@ class ActivityRetryPolicy(RetryPolicy):
         settings["slept_s"] = settings.get("slept_s", 0.0) + self._wait_for(settings, response)
         super().sleep(settings, transport, response)
 
+    def increment(self, settings: dict[str, Any], response: Any = None, error: Exception | None = None) -> bool:
+        # A certificate that does not verify will not verify on the next try: fail now, with the TLS error.
+        if error is not None and "CERTIFICATE_VERIFY_FAILED" in str(error):
+            return False
+        return super().increment(settings, response, error)
+
 
 def _client_options(connection: ArmConnection) -> dict[str, Any]:
     options: dict[str, Any] = {

@@ -195,9 +195,10 @@ def test_activity_retry_uses_durable_timers(make_host):
     assert host.metrics()["activity_calls"]["flaky"] == 3
 
 
-def test_retry_waits_one_more_timer_after_the_last_failure(make_host):
-    # DTFx's RetryInterceptor creates a timer after every failed attempt, the last included,
-    # and only then surfaces the failure (the SDK waits for that timer too).
+def test_retry_waits_one_more_timer_after_the_last_failure_and_it_fires_at_once(make_host):
+    # DTFx's RetryInterceptor creates a timer after every failed attempt, the last included (kept for replay
+    # compatibility; the SDK waits for it too), and that last one fires at once ("Dummy timer for back-compat"):
+    # the failure surfaces without another interval.
     clock = VirtualClock()
     t0 = clock.now()
     host = make_host(clock)
@@ -210,9 +211,10 @@ def test_retry_waits_one_more_timer_after_the_last_failure(make_host):
         "OS", ("ExecutionStarted", "retry_exhausted"), ("TaskScheduled", 0, "boom"), "OC",
         "OS", ("TaskFailed", 0), ("TimerCreated", 1, at(t0, seconds=1)), "OC",
         "OS", ("TimerFired", 1), ("TaskScheduled", 2, "boom"), "OC",
-        "OS", ("TaskFailed", 2), ("TimerCreated", 3, at(t0, seconds=2)), "OC",
+        "OS", ("TaskFailed", 2), ("TimerCreated", 3, at(t0, seconds=1)), "OC",  # fires at once: no second interval
         "OS", ("TimerFired", 3), ("ExecutionCompleted", 4, "Completed"), "OC",
     ]  # fmt: skip
+    assert clock.now() == t0 + timedelta(seconds=1)
 
 
 def test_thirty_days_of_timers_on_the_virtual_clock(make_host):

@@ -173,14 +173,16 @@ class History:
         return self.failed(self.scheduled(name, label), reason)
 
     def activity_fails_every_retry(self, name: str, reason: str, *, attempts: int, interval: timedelta) -> History:
-        """An activity called with retry failing all ``attempts``: after each failure the retry timer fires (the
-        SDK waits for one after the last failure too) and the task is scheduled again, under new ids."""
+        """An activity called with retry failing all ``attempts``: after each failure the retry timer fires and the
+        task is scheduled again, under new ids; after the last one a timer that fires at once (DurableTask.Core's
+        RetryInterceptor keeps it for replay compatibility; the SDK waits for it)."""
         task_id = self.scheduled(name)
         for attempt in range(attempts):
             self.failed(task_id, reason)
             timer_id = self._task_id()
-            self._append(EventType.TIMER_CREATED, timer_id, FireAt=format_time(self.now + interval))
-            self.fired(timer_id, self.now + interval)
+            wait = interval if attempt < attempts - 1 else timedelta(0)
+            self._append(EventType.TIMER_CREATED, timer_id, FireAt=format_time(self.now + wait))
+            self.fired(timer_id, self.now + wait)
             if attempt < attempts - 1:
                 task_id = self._task_id()
                 self._append(EventType.TASK_SCHEDULED, task_id, Name=name, Version="")

@@ -209,12 +209,18 @@ class Refusing(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def refusing_arm() -> Iterator[str]:
+def refusing_arm(clean_env) -> Iterator[str]:
+    """An ARM endpoint (HTTPS, the twin's certificate; its CA trusted as HOTPATCH_ARM_CA_FILE) that answers 401."""
+    from arc_hotpatch.twin.tls import twin_tls
+
+    tls = twin_tls()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    server.socket = tls.context.wrap_socket(server.socket, server_side=True)
+    clean_env.setenv("HOTPATCH_ARM_CA_FILE", str(tls.ca_file))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"https://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -236,10 +242,12 @@ def test_plan_without_a_reachable_arm_exits_non_zero(clean_env, tmp_path: Path) 
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # closed when the block ends: nothing listens there
-    result = CliRunner().invoke(app, ["plan", "--arm-endpoint", f"http://127.0.0.1:{port}",
+    result = CliRunner().invoke(app, ["plan", "--arm-endpoint", f"https://127.0.0.1:{port}",
                                       "--report", str(tmp_path / "p.json")])
     assert result.exit_code == 1, result.output
     assert "cannot reach ARM" in one_line_error(result.output)
+    plain = CliRunner().invoke(app, ["plan", "--arm-endpoint", f"http://127.0.0.1:{port}"])
+    assert plain.exit_code == 1 and "is not an https URL: bearer tokens go over TLS only" in plain.output
     assert json.loads((tmp_path / "p.json").read_text())["error"]
 
 
@@ -266,6 +274,7 @@ def test_plan_against_the_twin_shows_progress_and_fails_on_an_unreadable_subscri
     clock = VirtualClock()
     monkeypatch.setattr(runner, "SystemClock", lambda: clock)  # the twin's virtual time, not hours of real time
     with FleetTwin(load_scenario(TWO_SUBSCRIPTIONS), clock) as twin:
+        clean_env.setenv("HOTPATCH_ARM_CA_FILE", twin.ca_file or "")  # as a user trusts the twin's CA
         report = tmp_path / "ok.json"
         result = CliRunner().invoke(app, ["plan", "--arm-endpoint", twin.base_url or "", "--report", str(report)])
         assert result.exit_code == 0, result.output

@@ -24,9 +24,10 @@ SCENARIO = {
 }
 
 
-def test_plan_against_the_twin_changes_nothing() -> None:
+def test_plan_against_the_twin_changes_nothing(monkeypatch) -> None:
     clock = VirtualClock()
     with FleetTwin(load_scenario(SCENARIO), clock) as twin:
+        monkeypatch.setenv("HOTPATCH_ARM_CA_FILE", twin.ca_file or "")  # the twin's HTTPS, trusted as a user does
         url = twin.base_url or ""
         before = {m.name: m for m in twin.machines()}
         # App settings name the endpoint (as HOTPATCH_ARM_ENDPOINT would in Azure); flags scope the run.
@@ -46,9 +47,10 @@ def test_plan_against_the_twin_changes_nothing() -> None:
             assert {r.script for r in machine.runs} <= {"readiness"}
 
 
-def test_plan_without_subscriptions_reads_every_readable_one() -> None:
+def test_plan_without_subscriptions_reads_every_readable_one(monkeypatch) -> None:
     clock = VirtualClock()
     with FleetTwin(load_scenario(SCENARIO), clock) as twin:
+        monkeypatch.setenv("HOTPATCH_ARM_CA_FILE", twin.ca_file or "")  # the twin's HTTPS, trusted as a user does
         url = twin.base_url or ""
         report = run_plan(load_policy({"HOTPATCH_ARM_ENDPOINT": url}), clock=clock)
         assert {r["subscription_id"] for r in report["machines"]} == set(twin.subscription_ids)
@@ -63,9 +65,10 @@ def test_plan_rejects_a_bad_flag_naming_it() -> None:
     assert result.exit_code == 2 and "--arm-endpoint" in result.output
 
 
-def test_a_subscription_that_cannot_be_read_is_reported_and_the_rest_rolls_out() -> None:
+def test_a_subscription_that_cannot_be_read_is_reported_and_the_rest_rolls_out(monkeypatch) -> None:
     clock = VirtualClock()
     with FleetTwin(load_scenario(SCENARIO), clock) as twin:
+        monkeypatch.setenv("HOTPATCH_ARM_CA_FILE", twin.ca_file or "")  # the twin's HTTPS, trusted as a user does
         url = twin.base_url or ""
         missing = "00000000-0000-0000-0000-00000000dead"
         policy = load_policy({"HOTPATCH_ARM_ENDPOINT": url,
@@ -74,3 +77,15 @@ def test_a_subscription_that_cannot_be_read_is_reported_and_the_rest_rolls_out()
         assert {r["name"] for r in report["machines"]} == {"other-1", "other-2"}
         (error,) = report["rollout"]["errors"]
         assert error["subscription_id"] == missing and "SubscriptionNotFound" in error["error"]
+
+
+def test_plan_against_an_endpoint_whose_certificate_is_not_trusted_fails_at_once(monkeypatch) -> None:
+    import pytest
+
+    from arc_hotpatch.runner import PlanError
+
+    monkeypatch.delenv("HOTPATCH_ARM_CA_FILE", raising=False)
+    clock = VirtualClock()  # nobody advances it: a retry's back-off would wait forever
+    with (FleetTwin(load_scenario(SCENARIO), clock) as twin,
+          pytest.raises(PlanError, match=r"cannot reach ARM at https://127\.0\.0\.1:.*CERTIFICATE_VERIFY_FAILED")):
+        run_plan(load_policy({"HOTPATCH_ARM_ENDPOINT": twin.base_url or ""}), clock=clock)

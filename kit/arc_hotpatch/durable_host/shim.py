@@ -465,7 +465,9 @@ class ShimReplay:
         return self._open(work, f"sub-orchestration '{name}' instance '{actual_id}' (task {task_id})")
 
     def _retry(self, policy: _RetryPolicy, call: Callable[[], _Task]) -> _Task:
-        """RetryInterceptor.Invoke: call; on failure wait a durable timer and call again."""
+        """RetryInterceptor.Invoke: call; on failure wait a durable timer and call again. After the last attempt
+        a timer that fires at once (DurableTask.Core keeps that timer for replay compatibility, and the Python
+        SDK waits for it), so the failure surfaces without a further interval."""
         outer = _Task("retry")
         first_attempt_at = self._require_now()
         attempt = 0
@@ -476,6 +478,9 @@ class ShimReplay:
         def attempt_done(inner: _Task) -> None:
             if inner.state == _SUCCEEDED:
                 outer.finish(_SUCCEEDED)
+                return
+            if attempt + 1 >= policy.max_attempts:
+                self._schedule_timer(h.format_time(self._require_now())).on_done(timer_done)
                 return
             delay = policy.next_delay(attempt, first_attempt_at, self._require_now())
             if delay <= timedelta(0):
