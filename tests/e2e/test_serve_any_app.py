@@ -158,3 +158,27 @@ def test_a_broken_local_settings_file_is_named(tmp_path: Path, monkeypatch: pyte
     monkeypatch.delitem(sys.modules, "samples_app", raising=False)
     result = CliRunner().invoke(cli, ["serve", "--app", "samples_app:app", "--port", "0"])
     assert result.exit_code == 2 and "local.settings.json: Values.A must be a string" in result.output
+
+
+def test_the_fleet_twin_starts_for_the_projects_app_or_with_twin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                 ) -> None:
+    import function_app
+    from arc_hotpatch import serving
+
+    def which(app: Any) -> str:
+        return "project" if app is function_app.app else type(app).__module__.split(".")[0]
+
+    served_how: list[tuple[str, str]] = []
+    monkeypatch.setattr(serving, "run_serve", lambda *, app, **_: served_how.append(("twin", which(app))))
+    monkeypatch.setattr(serving, "run_serve_app", lambda *, app, **_: served_how.append(("alone", which(app))))
+    assert CliRunner().invoke(cli, ["serve", "--port", "0"]).exit_code == 0  # the project's own app
+    shutil.copy(SAMPLES, tmp_path / "samples_app.py")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "samples_app", raising=False)
+    assert CliRunner().invoke(cli, ["serve", "--app", "samples_app:app", "--port", "0"]).exit_code == 0
+    assert CliRunner().invoke(cli, ["serve", "--app", "samples_app:app", "--twin", "--port", "0"]).exit_code == 0
+    assert [how for how, _ in served_how] == ["twin", "alone", "twin"]
+    assert served_how[0][1] == "project" and served_how[1][1] != "project" and served_how[2][1] != "project"
+    refused = CliRunner().invoke(cli, ["serve", "--app", "samples_app:app", "--port", "0", "--dry-run"])
+    assert refused.exit_code == 2 and "policy flags apply to the project's app" in refused.output

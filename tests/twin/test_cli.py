@@ -124,6 +124,8 @@ def test_a_plain_sdk_client_uses_the_https_twin_with_its_ca_file_and_no_tls_serv
         with HybridComputeManagementClient(StaticTokenCredential("any"), fleet.subscription_ids[0], base_url=url,
                                            connection_verify=str(ca_file)) as client:
             assert [m.name for m in client.machines.list_by_subscription()] == ["m"]
+        port = url.rsplit(":", 1)[1]  # the certificate names localhost too
+        assert requests.get(f"https://localhost:{port}/_twin/machines/m", timeout=10, verify=str(ca_file)).ok
         with pytest.raises(requests.exceptions.SSLError):  # the public trust store does not know the twin
             requests.get(f"{url}/_twin/machines/m", timeout=10, verify=certifi.where())
     finally:
