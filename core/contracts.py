@@ -172,6 +172,7 @@ class MachineInput(Contract):
     assess_only: bool = False  # a wave not open yet: read and plan, change nothing, end queued if changes are due
     carry: MachineCarry | None = None  # set when it continued as new into a later phase
     recheck: bool = False  # read again after a Disconnected read: this time a Disconnected agent is final
+    wave: int = 0  # the wave (1, 2, ...) a change run belongs to; 0: not started for a wave
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,7 @@ class ReportRow(Contract):
     finished_at: str = ""
     next_update: str = NextUpdate.UNKNOWN.value  # what the next monthly update will do (core.forecast)
     next_update_detail: str = ""
+    wave: int = 0  # the wave that changed the machine (1, 2, ...); 0: no change of a wave (settled, dry run)
 
     @classmethod
     def untouched(cls, machine_id: str, state: FinalState, reason: str, detail: str) -> ReportRow:

@@ -345,7 +345,8 @@ class Window:
 
     def _template(self, assess_only: bool, recheck: bool = False) -> MachineInput:
         return MachineInput(machine_id="", policy=self.policy, rollout_id=self.state.rollout_id,
-                            record_under=self.instance_id, assess_only=assess_only, recheck=recheck)
+                            record_under=self.instance_id, assess_only=assess_only, recheck=recheck,
+                            wave=0 if assess_only else self.state.grant.wave + 1)
 
     def refill(self) -> Steps:
         """Fill the free slots: first the change runs the rollout granted, then the next machines listed."""

@@ -296,7 +296,7 @@ def report_row(run: Run, verdict: Verdict) -> ReportRow:
         state=verdict.state.value, reason=str(verdict.reason), actions=list(run.actions), reboots=run.reboots,
         os_version=facts.os_version_text if facts else "", baseline=run.baseline, detail=verdict.detail,
         started_at=run.started_at, finished_at=format_utc(run.now), next_update=outlook.next_update.value,
-        next_update_detail=outlook.detail,
+        next_update_detail=outlook.detail, wave=run.input.wave if run.member and not run.policy.dry_run else 0,
     )
 
 

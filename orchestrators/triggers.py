@@ -39,6 +39,7 @@ from core.policy import (
     parse_subscription_id,
     quote_value,
 )
+from core.report_views import report_csv, report_html
 from core.rollout import summarize
 from core.vocabulary import REBOOT_APPROVED_EVENT
 
@@ -253,6 +254,9 @@ def rows_of_records(records: list[Any]) -> list[dict[str, Any]]:
     return rows
 
 
+REPORT_FORMATS = ("json", "html", "csv")
+
+
 async def rollout_report(client: df.DurableOrchestrationClient, instance_id: str) -> dict[str, Any] | None:
     """The report of SPEC §5 for a rollout: every machine finished so far, while it runs too; None if unknown.
 
@@ -283,9 +287,18 @@ async def rollout_report(client: df.DurableOrchestrationClient, instance_id: str
 @bp.durable_client_input(client_name="client")
 async def get_rollout_report(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     instance_id = req.route_params.get("instanceId", "")
+    shape = (req.params.get("format") or "json").strip().lower()
+    if shape not in REPORT_FORMATS:
+        return _error(400, "InvalidFormat", f"format {quote_value(shape)}: expected json, html or csv")
     report = await rollout_report(client, instance_id)
     if report is None:
         return _error(404, "RolloutNotFound", f"no rollout with instance id {quote_value(instance_id)}")
+    if shape == "html":
+        return func.HttpResponse(report_html(report, f"Hotpatch rollout {instance_id}"), status_code=200,
+                                 mimetype="text/html", charset="utf-8")
+    if shape == "csv":
+        return func.HttpResponse(report_csv(report), status_code=200, mimetype="text/csv", charset="utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{instance_id}.csv"'})
     return _json_response(200, report)
 
 

@@ -58,6 +58,8 @@ def parse_start(text: str | None) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+HtmlOpt = Annotated[Path | None, typer.Option("--html", help="Write the report as one self-contained HTML page.")]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Write the report as CSV, one row per machine.")]
 StartOpt = Annotated[str | None, typer.Option(
     "--start", help=f"Simulated start date (default {DEFAULT_START:%Y-%m-%d}): places the rehearsal in any month.")]
 LOOPBACK = "127.0.0.1"
@@ -237,6 +239,8 @@ def simulate(
     faults: FaultsOpt = "none",
     report: Annotated[Path | None, typer.Option("--report", help="Write the report JSON here.")] = None,
     start: StartOpt = None,
+    html: HtmlOpt = None,
+    csv: CsvOpt = None,
 ) -> None:
     """Rehearse a rollout: the fleet twin + the local durable host on a virtual clock.
 
@@ -262,7 +266,7 @@ def simulate(
                                                                    start=started_at),
                                     len(fleet.machines))
     print_summary(result)
-    _write_report(report, result)
+    _write_report(report, result, html, csv)
 
 
 PROGRESS_LINE_EVERY_S = 5.0
@@ -441,6 +445,8 @@ def serve(
 def plan(
     ctx: typer.Context,
     report: Annotated[Path | None, typer.Option("--report", help="Write the report JSON here.")] = None,
+    html: HtmlOpt = None,
+    csv: CsvOpt = None,
 ) -> None:
     """A dry run against real Azure (DefaultAzureCredential): what the rollout would do. Changes nothing.
 
@@ -461,25 +467,30 @@ def plan(
         failed = {**exc.report, "error": str(exc)}
         if failed.get("summary"):
             print_summary(failed)
-        _write_report(report, failed)
+        _write_report(report, failed, html, csv)
         raise fail(f"plan failed: {exc}", code=1) from None
     print_summary(result)
     errors = (result.get("rollout") or {}).get("errors") or []
     if errors:
         result["error"] = f"{len(errors)} subscription(s) could not be read"
-    _write_report(report, result)
+    _write_report(report, result, html, csv)
     if errors:
         first = errors[0]
         raise fail(f"plan incomplete: {len(errors)} subscription(s) could not be read "
                    f"({first['subscription_id']}: {str(first['error']).splitlines()[0][:200]})", code=1)
 
 
-def _write_report(path: Path | None, report: dict[str, Any]) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    console.print(f"Report written to {path}")
+def _write_report(path: Path | None, report: dict[str, Any], html: Path | None = None,
+                  csv: Path | None = None) -> None:
+    """The report as JSON (``--report``), one self-contained HTML page (``--html``) and CSV (``--csv``)."""
+    from core.report_views import report_csv, report_html
+
+    for target, render in ((path, lambda r: json.dumps(r, indent=2) + "\n"), (html, report_html), (csv, report_csv)):
+        if target is None:
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(render(report), encoding="utf-8")
+        console.print(f"Report written to {target}")
 
 
 def main() -> None:

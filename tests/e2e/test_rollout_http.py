@@ -3,6 +3,8 @@ URL, the report (while running and at the end) against the twin's fleet, 409 whi
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections import Counter
 from datetime import timedelta
@@ -64,6 +66,9 @@ def test_start_poll_and_report_against_the_twin(serve_fleet: ServeFleet) -> None
     changing = [n for n in ("b-ready", "c-pre-october", "g-enable-fails")
                 if (served.machine_status(n) or {}).get("runtimeStatus") == "Running"]
     assert len(changing) == 1, "the canary wave changes exactly one machine"
+    page = served.call("GET", f"/api/rollouts/{instance_id}/report?format=html")  # what is known so far
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert all(f"<td>{name}</td>" in page.text for name in shown) and "<td>b-ready</td>" not in page.text
     hold.release()
 
     final_status = served.wait_for_status_url(links["statusQueryGetUri"])
@@ -83,6 +88,16 @@ def test_start_poll_and_report_against_the_twin(serve_fleet: ServeFleet) -> None
         assert (snapshot.hotpatch_status == "Enabled") == (state == "hotpatch_enabled"), name
     untouched = served.twin.machine("z-elsewhere")
     assert not untouched.runs and not untouched.license_writes and untouched.reboots == 0
+
+    # The wave that changed each machine: the canary in wave 1; machines settled without a change in none.
+    assert sorted(row["wave"] for row in report["machines"] if row["actions"])[0] == 1
+    assert all(row["wave"] == 0 for row in report["machines"] if not row["actions"])
+    table = served.call("GET", f"/api/rollouts/{instance_id}/report?format=csv")
+    assert table.status_code == 200 and table.headers["Content-Type"].startswith("text/csv")
+    csv_rows = list(csv.DictReader(io.StringIO(table.text)))
+    assert [(r["name"], r["state"], r["reason"]) for r in csv_rows] == [
+        (r["name"], r["state"], r["reason"]) for r in report["machines"]]
+    assert served.call("GET", f"/api/rollouts/{instance_id}/report?format=pdf").status_code == 400
 
     summary = report["summary"]
     assert summary["machines"] == len(MIXED) == sum(summary["by_state"].values())
