@@ -224,7 +224,7 @@ def test_already_enabled_machine_is_reported_without_any_change():
         "reason": "already_enabled", "actions": [], "reboots": 0, "os_version": "10.0.26100.6899",
         "baseline": "on", "detail": "", "started_at": "2025-11-03T09:00:00Z", "finished_at": "2025-11-03T09:02:10Z",
         # November 2025 is a hotpatch month; on the baseline, enrolled, no reboot pending: no reboot.
-        "next_update": "hotpatch", "next_update_detail": "2025-11-11 update: a hotpatch",
+        "next_update": "hotpatch", "next_update_detail": "2025-11-11 update: a hotpatch", "wave": 0,
     }
 
 
