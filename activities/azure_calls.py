@@ -30,12 +30,11 @@ from core.contracts import (
     GET_MACHINE,
     LIST_MACHINES_FROM,
     LIST_SUBSCRIPTIONS,
-    READ_ASSESSMENT,
+    READ_PATCH_OPERATION,
     READ_SCRIPT,
     START_ASSESSMENT,
+    START_INSTALL,
     START_SCRIPT,
-    AssessmentRequest,
-    AssessmentResult,
     Cursor,
     Discovery,
     EnableRequest,
@@ -45,6 +44,8 @@ from core.contracts import (
     MachineCall,
     MachineCount,
     MachineRead,
+    PatchRequest,
+    PatchResult,
     ScriptRequest,
     ScriptResult,
 )
@@ -384,51 +385,82 @@ def enable_hotpatch(request: EnableRequest) -> dict[str, Any]:
     return {"operation": operation}
 
 
-# --- Update Manager's patch assessment ------------------------------------------------------
+# --- Update Manager: patch assessment and hotpatch installation ------------------------------------
+
+
+def _started(request: PatchRequest, operation: str, begin: Any) -> PatchResult:
+    """Start a long-running patch operation (one POST, not polled here): ``running`` with the operation's Location
+    to read, or its result when ARM answered at once."""
+    try:
+        poller = begin(polling=False)
+    except HttpResponseError as exc:
+        if exc.status_code == 429 or (exc.status_code or 0) >= 500:
+            raise
+        return PatchResult(PatchResult.FAILED, error=f"{operation} refused: {_arm_message(exc)}")
+    # Not polled here: the 202's Location is what read_patch_operation follows (NoPolling keeps the response).
+    response = poller.polling_method()._initial_response.http_response
+    if response.status_code == 202:
+        location = response.headers.get("Location") or ""
+        if not location:
+            return PatchResult(PatchResult.FAILED, error=f"{operation} answered 202 without a Location")
+        return PatchResult(PatchResult.RUNNING, operation_url=location)
+    return _patch_outcome(_json_body(response))
 
 
 @bp.function_name(START_ASSESSMENT)
 @bp.activity_trigger(input_name="request")
 @requires_arm_actions("Microsoft.HybridCompute/machines/assessPatches/action")
-def start_patch_assessment(request: AssessmentRequest) -> AssessmentResult:
-    """Start ``assessPatches`` (one POST, not polled here): ``running`` with the operation's Location to read, or
-    the result when ARM answered at once. Safe to repeat: a second assessment only reads the machine again."""
-    request = AssessmentRequest.from_json(request)
+def start_patch_assessment(request: PatchRequest) -> PatchResult:
+    """Start ``assessPatches``. Safe to repeat: a second assessment only reads the machine again."""
+    request = PatchRequest.from_json(request)
     _, resource_group, name = parse_machine_id(request.machine.machine_id)
-    try:
-        poller = _client(request.machine).machines.begin_assess_patches(resource_group, name, polling=False)
-    except HttpResponseError as exc:
-        if exc.status_code == 429 or (exc.status_code or 0) >= 500:
-            raise
-        return AssessmentResult(AssessmentResult.FAILED, error=f"assessPatches refused: {_arm_message(exc)}")
-    # Not polled here: the 202's Location is what read_patch_assessment follows (NoPolling keeps the response).
-    response = poller.polling_method()._initial_response.http_response
-    if response.status_code == 202:
-        location = response.headers.get("Location") or ""
-        if not location:
-            return AssessmentResult(AssessmentResult.FAILED, error="assessPatches answered 202 without a Location")
-        return AssessmentResult(AssessmentResult.RUNNING, operation_url=location)
-    return _assessment_outcome(_json_body(response))
+    machines = _client(request.machine).machines
+    return _started(request, "assessPatches", lambda **kw: machines.begin_assess_patches(resource_group, name, **kw))
 
 
-@bp.function_name(READ_ASSESSMENT)
+def install_parameters(maximum_duration: str) -> dict[str, Any]:
+    """installPatches' body: the month's hotpatches only. Never reboot (the 2025-01-13 spec's ``rebootSetting``
+    value is ``Never``), Critical and Security, and leave out every KB that needs a reboot."""
+    return {
+        "maximumDuration": maximum_duration,
+        "rebootSetting": "Never",
+        "windowsParameters": {"classificationsToInclude": ["Critical", "Security"], "excludeKbsRequiringReboot": True},
+    }
+
+
+@bp.function_name(START_INSTALL)
+@bp.activity_trigger(input_name="request")
+@requires_arm_actions("Microsoft.HybridCompute/machines/installPatches/action")
+def start_patch_install(request: PatchRequest) -> PatchResult:
+    """Start ``installPatches`` with ``install_parameters`` (nothing that reboots). At-least-once safe: a second
+    run installs what the first left (nothing: hotpatches are installed once) and never reboots."""
+    request = PatchRequest.from_json(request)
+    _, resource_group, name = parse_machine_id(request.machine.machine_id)
+    machines = _client(request.machine).machines
+    body = install_parameters(request.maximum_duration)
+    audit(request.machine, "install_hotpatches", phase="started", parameters=body)
+    return _started(request, "installPatches",
+                    lambda **kw: machines.begin_install_patches(resource_group, name, body, **kw))
+
+
+@bp.function_name(READ_PATCH_OPERATION)
 @bp.activity_trigger(input_name="request")
 @requires_arm_actions("Microsoft.HybridCompute/machines/read")
-def read_patch_assessment(request: AssessmentRequest) -> AssessmentResult:
-    """One look at a started assessment: GET its Location through the client's pipeline (authentication and
-    retries as for every call): 202 still running, 200 the ``MachineAssessPatchesResult``."""
+def read_patch_operation(request: PatchRequest) -> PatchResult:
+    """One look at a started patch operation: GET its Location through the client's pipeline (authentication and
+    retries as for every call): 202 still running, 200 its result."""
     from azure.core.rest import HttpRequest
 
-    request = AssessmentRequest.from_json(request)
+    request = PatchRequest.from_json(request)
     client = _client(request.machine)
     response = client._client.send_request(HttpRequest("GET", request.operation_url))
     if response.status_code == 202:
-        return AssessmentResult(AssessmentResult.RUNNING, operation_url=request.operation_url)
+        return PatchResult(PatchResult.RUNNING, operation_url=request.operation_url)
     if response.status_code == 429 or response.status_code >= 500:
         response.raise_for_status()
     if response.status_code != 200:
-        return AssessmentResult(AssessmentResult.FAILED, error=f"assessPatches operation: HTTP {response.status_code}")
-    return _assessment_outcome(_json_body(response))
+        return PatchResult(PatchResult.FAILED, error=f"patch operation: HTTP {response.status_code}")
+    return _patch_outcome(_json_body(response))
 
 
 def _json_body(response: Any) -> dict[str, Any] | None:
@@ -439,19 +471,34 @@ def _json_body(response: Any) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _assessment_outcome(result: dict[str, Any] | None) -> AssessmentResult:
-    """A ``MachineAssessPatchesResult`` (as ARM sends it) as our result; an unexpected body is a failure named."""
+def _count(result: dict[str, Any], key: str) -> int | None:
+    value = result.get(key, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _patch_outcome(result: dict[str, Any] | None) -> PatchResult:
+    """A ``MachineAssessPatchesResult`` or ``MachineInstallPatchesResult`` (as ARM sends it) as our result; an
+    unexpected body is a failure that names what was wrong."""
     if result is None:
-        return AssessmentResult(AssessmentResult.FAILED, error="assessPatches: the result is not a JSON object")
+        return PatchResult(PatchResult.FAILED, error="patch operation: the result is not a JSON object")
+    operation = "installPatches" if "installationActivityId" in result else "assessPatches"
     status = str(result.get("status") or "Unknown")
     if status not in ("Succeeded", "CompletedWithWarnings"):
         detail = result.get("errorDetails") or {}
         message = detail.get("message", "") if isinstance(detail, dict) else ""
-        return AssessmentResult(AssessmentResult.FAILED, error=f"assessPatches {status}: {message}".rstrip(": "))
-    pending = result.get("rebootPending")
-    if not isinstance(pending, bool):
-        return AssessmentResult(AssessmentResult.FAILED, error=f"assessPatches: rebootPending is {pending!r}")
-    return AssessmentResult(AssessmentResult.SUCCEEDED, reboot_pending=pending)
+        return PatchResult(PatchResult.FAILED, error=f"{operation} {status}: {message}".rstrip(": "))
+    if operation == "assessPatches":
+        pending = result.get("rebootPending")
+        if not isinstance(pending, bool):
+            return PatchResult(PatchResult.FAILED, error=f"assessPatches: rebootPending is {pending!r}")
+        return PatchResult(PatchResult.SUCCEEDED, reboot_pending=pending)
+    counts = {key: _count(result, key) for key in ("installedPatchCount", "pendingPatchCount", "failedPatchCount")}
+    bad = [key for key, value in counts.items() if value is None]
+    if bad:
+        return PatchResult(PatchResult.FAILED, error=f"installPatches: {bad[0]} is {result.get(bad[0])!r}")
+    return PatchResult(PatchResult.SUCCEEDED, installed=counts["installedPatchCount"] or 0,
+                       pending=counts["pendingPatchCount"] or 0, failed_count=counts["failedPatchCount"] or 0,
+                       reboot_status=str(result.get("rebootStatus") or "Unknown"))
 
 
 # --- people ------------------------------------------------------------------------------------

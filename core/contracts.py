@@ -43,7 +43,8 @@ READ_SCRIPT = "read_script"
 ENABLE_HOTPATCH = "enable_hotpatch"
 ESCALATE = "escalate"
 START_ASSESSMENT = "start_patch_assessment"
-READ_ASSESSMENT = "read_patch_assessment"
+START_INSTALL = "start_patch_install"
+READ_PATCH_OPERATION = "read_patch_operation"
 START_MACHINES = "start_machines"
 READ_MACHINE_WORKFLOWS = "read_machine_workflows"
 START_WINDOWS = "start_windows"
@@ -239,18 +240,22 @@ class ScriptResult(Contract):
 
 
 @dataclass(frozen=True)
-class AssessmentRequest(Contract):
-    """Azure Update Manager's patch assessment of one machine (``assessPatches``, a long-running POST): started by
-    one activity, its operation (``operation_url``, the 202's Location) read by another on durable timers."""
+class PatchRequest(Contract):
+    """An Update Manager operation on one machine, long-running POSTs of the 2025-01-13 spec: ``assessPatches`` or
+    ``installPatches`` (the month's hotpatches: ``maximum_duration``, never rebooting, Critical and Security, no KB
+    that needs a reboot). Started by one activity; its operation (``operation_url``, the 202's Location) read by
+    another on durable timers."""
 
     machine: MachineCall
     operation_url: str = ""
+    maximum_duration: str = "PT2H"  # installPatches' maximumDuration (ISO 8601)
 
 
 @dataclass(frozen=True)
-class AssessmentResult(Contract):
-    """``running`` (with the operation to read), ``succeeded`` (``reboot_pending`` as the assessment says), or
-    ``failed`` (``error``)."""
+class PatchResult(Contract):
+    """``running`` (with the operation to read), ``succeeded`` (what the operation reports), or ``failed``
+    (``error``). Assessment: ``reboot_pending``. Installation: ``installed``, ``pending`` (left: they need a
+    reboot), ``failed_count``, ``reboot_status``."""
 
     RUNNING: ClassVar[str] = "running"
     SUCCEEDED: ClassVar[str] = "succeeded"
@@ -259,6 +264,10 @@ class AssessmentResult(Contract):
     status: str
     operation_url: str = ""
     reboot_pending: bool | None = None
+    installed: int = 0
+    pending: int = 0
+    failed_count: int = 0
+    reboot_status: str = ""
     error: str = ""
 
 

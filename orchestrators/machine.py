@@ -26,13 +26,11 @@ from core.contracts import (
     ESCALATE,
     GET_MACHINE,
     MACHINE_ORCHESTRATOR,
-    READ_ASSESSMENT,
+    READ_PATCH_OPERATION,
     READ_SCRIPT,
     ROLLOUT_RECORD,
     START_ASSESSMENT,
     START_SCRIPT,
-    AssessmentRequest,
-    AssessmentResult,
     EnableRequest,
     Escalation,
     MachineCall,
@@ -40,6 +38,8 @@ from core.contracts import (
     MachineDone,
     MachineInput,
     MachineRead,
+    PatchRequest,
+    PatchResult,
     ReportRow,
     ScriptRequest,
     ScriptResult,
@@ -713,14 +713,14 @@ def assess_patches(run: Run) -> Steps:
     one activity, read on durable timers by another until it ends or its timeout passes. A failed or unfinished
     assessment leaves the forecast to the readiness script's signals."""
     run.status("assessing_patches")
-    request = AssessmentRequest(run.call())
-    result = AssessmentResult.from_json((yield run.context.call_activity_with_retry(START_ASSESSMENT, ARM_RETRY,
+    request = PatchRequest(run.call())
+    result = PatchResult.from_json((yield run.context.call_activity_with_retry(START_ASSESSMENT, ARM_RETRY,
                                                                                     request)))
     deadline = run.now + timedelta(seconds=ASSESSMENT_TIMEOUT_S)
     look = timedelta(seconds=ASSESSMENT_FIRST_LOOK_S)
-    while result.status == AssessmentResult.RUNNING and run.now < deadline:
+    while result.status == PatchResult.RUNNING and run.now < deadline:
         yield run.context.create_timer(min(run.now + look, deadline))
         look = timedelta(seconds=ASSESSMENT_POLL_S)
-        result = AssessmentResult.from_json((yield run.context.call_activity_with_retry(
-            READ_ASSESSMENT, ARM_RETRY, replace(request, operation_url=result.operation_url))))
-    run.assessed_reboot_pending = result.reboot_pending if result.status == AssessmentResult.SUCCEEDED else None
+        result = PatchResult.from_json((yield run.context.call_activity_with_retry(
+            READ_PATCH_OPERATION, ARM_RETRY, replace(request, operation_url=result.operation_url))))
+    run.assessed_reboot_pending = result.reboot_pending if result.status == PatchResult.SUCCEEDED else None

@@ -44,6 +44,7 @@ EXAMPLES = HYBRID_COMPUTE.parent / "examples"
 OPERATION_IDS = {
     "machines.get": "Machines_Get",
     "machines.assessPatches": "Machines_AssessPatches",
+    "machines.installPatches": "Machines_InstallPatches",
     "machines.list_by_subscription": "Machines_ListBySubscription",
     "machines.list_by_resource_group": "Machines_ListByResourceGroup",
     "licenseProfiles.get": "LicenseProfiles_Get",
@@ -224,6 +225,8 @@ class SpecContract:
             definition = by_type.get(body.get("type", "") if isinstance(body, dict) else "")
             if isinstance(body, dict) and "assessmentActivityId" in body:  # assessPatches' final state (no type)
                 definition = "MachineAssessPatchesResult"
+            if isinstance(body, dict) and "installationActivityId" in body:  # installPatches' final state
+                definition = "MachineInstallPatchesResult"
             if definition is None:
                 return [f"{where}: operation result of unknown resource type"]
             return [f"{where}: {p}" for p in self.problems_for_definition(body, self.definition_ref(definition))]

@@ -12,7 +12,7 @@ from typing import Any
 
 from core import contracts
 from core.baselines import load_baselines
-from core.contracts import AssessmentResult, MachineInput, MachineRead, ScriptResult
+from core.contracts import MachineInput, MachineRead, PatchResult, ScriptResult
 from core.facts import MachineFacts
 from core.ledger import LEDGER_READ, LEDGER_WRITE_ALL
 from core.policy import Policy
@@ -121,11 +121,11 @@ class MachineHistory(History):
         failed)."""
         operation = f"{ARM}/subscriptions/{SUBSCRIPTION}/providers/Microsoft.HybridCompute/locations/westeurope/" \
                     "operationResults/op-1"
-        self.activity(contracts.START_ASSESSMENT, AssessmentResult(AssessmentResult.RUNNING, operation_url=operation))
+        self.activity(contracts.START_ASSESSMENT, PatchResult(PatchResult.RUNNING, operation_url=operation))
         self.timer(self.now + 60 * SECONDS)
-        result = (AssessmentResult(AssessmentResult.SUCCEEDED, reboot_pending=reboot_pending)
-                  if reboot_pending is not None else AssessmentResult(AssessmentResult.FAILED, error="Failed"))
-        self.activity(contracts.READ_ASSESSMENT, result)
+        result = (PatchResult(PatchResult.SUCCEEDED, reboot_pending=reboot_pending)
+                  if reboot_pending is not None else PatchResult(PatchResult.FAILED, error="Failed"))
+        self.activity(contracts.READ_PATCH_OPERATION, result)
         return self
 
     def ledger_read(self, entries: list[dict[str, Any]] | None = None) -> MachineHistory:

@@ -47,7 +47,7 @@ ENABLE_FIRST_LOOK, ENABLE_POLL, REBOOT_POLL = 630 * SECONDS, 120 * SECONDS, 60 *
 ASSESSED = ["get_machine", "ledger_read", "start_script:readiness", "timer", "read_script:readiness"]
 # No ledger read; Update Manager's assessment for the forecast (assess_patches: auto, on in a dry run).
 DRY_RUN_ASSESSED = ["get_machine", "start_script:readiness", "timer", "read_script:readiness",
-                    "start_patch_assessment", "timer", "read_patch_assessment"]
+                    "start_patch_assessment", "timer", "read_patch_operation"]
 CALL = {"machine_id": MACHINE_ID, "arm_endpoint": ARM, "rollout_id": "rollout-1", "location": "westeurope",
         "baselines_file": ""}
 ALL_ACTIONS = ["enable_vsm", "licensing_workaround", "reboot", "enable_hotpatch"]

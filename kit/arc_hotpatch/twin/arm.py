@@ -8,6 +8,7 @@ no nulls, read-only properties filled in the way ARM fills them, secrets
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -476,6 +477,30 @@ def _agent_configuration(machine: SimulatedMachine) -> dict[str, Any]:
     if spec.extensions_allowlist:
         configuration["extensionsAllowList"] = extensions(spec.extensions_allowlist)
     return configuration
+
+
+ISO_DURATION = re.compile(r"^P(?:\d+D)?(?:T(?=\d)(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?)?$")
+
+
+def install_result(machine: SimulatedMachine, operation: Any, ended_at: datetime) -> dict[str, Any]:
+    """A ``MachineInstallPatchesResult`` (2025-01-13) of the installation the machine makes as the operation ends."""
+    request = operation.request or {}
+    body: dict[str, Any] = {
+        "status": "Succeeded", "installationActivityId": operation.op_id, "rebootStatus": "Unknown",
+        "maintenanceWindowExceeded": False, "excludedPatchCount": 0, "notSelectedPatchCount": 0,
+        "pendingPatchCount": 0, "installedPatchCount": 0, "failedPatchCount": 0,
+        "startDateTime": iso(operation.started_at), "lastModifiedDateTime": iso(ended_at), "startedBy": "User",
+        "patchServiceUsed": "WU", "osType": "Windows" if machine.spec.is_windows else "Linux",
+    }
+    if not machine.agent_reachable:
+        body.update(status="Failed", errorDetails={"code": "MachineNotReachable",
+                                                   "message": "The Connected Machine agent did not answer."})
+        return body
+    done = machine.install_patches(ended_at, str(request.get("rebootSetting") or "IfRequired"),
+                                   bool(request.get("excludeKbsRequiringReboot")))
+    body.update(installedPatchCount=done["installed"], pendingPatchCount=done["pending"],
+                excludedPatchCount=done["excluded"], rebootStatus=done["reboot"])
+    return body
 
 
 def assessment_result(machine: SimulatedMachine, activity_id: str, started_at: datetime,

@@ -69,7 +69,7 @@ class Dispatcher:
         try:
             for middleware in self._middleware:
                 middleware(call)
-            if method in ("PUT", "PATCH"):
+            if method in ("PUT", "PATCH", "POST"):
                 raw = await request.read()
                 try:
                     call.body = json.loads(raw) if raw else None

@@ -265,6 +265,7 @@ class SimulatedMachine:
         self.license_mutex = spec.licensing_bug and not spec.workaround_applied
         self.licensing_fix_active = spec.workaround_applied
         self.servicing_reboot_pending = spec.reboot_pending  # cleared by the next boot
+        self.hotpatched_months: set[str] = set()  # the months whose hotpatches installPatches installed
         # Set when enablement settles ActionRequired (enable_outcome "action_required"): the machine level's error.
         self.enablement_action_required: dict[str, str] | None = None
         self.himds = "Running"
@@ -829,6 +830,35 @@ class SimulatedMachine:
             "hotfixes": [kb for kb in self.hotfixes if relevant_kbs is None or kb in relevant_kbs],
             "reboot_pending": self.pending_reboot_reasons,
         }
+
+    def hotpatchable(self, at: datetime) -> bool:
+        """Whether this month's update installs as a hotpatch: enrolled on both levels, VSM running, the feature
+        license sound, on the latest baseline released by ``at`` (core/baselines.json), no reboot pending."""
+        from core.baselines import BaselineFlag, load_baselines, standing
+
+        feature = self.hotpatch_feature
+        spec = self.spec
+        return bool(
+            spec.hotpatch_capable and not spec.is_azure_edition and feature is not None
+            and feature.status == "Enabled" and self.enablement_action_required is None and self.vbs_status == 2
+            and (not spec.licensing_bug or self.licensing_fix_active) and not self.pending_reboot_reasons
+            and standing(spec.build, spec.revision, self.hotfixes, load_baselines(), at.date()).flag == BaselineFlag.ON
+        )
+
+    def install_patches(self, at: datetime, reboot_setting: str, exclude_reboot_kbs: bool) -> dict[str, Any]:
+        """installPatches: a hotpatchable machine installs the month's hotpatches (once) without a reboot;
+        otherwise the month's update needs a reboot: left pending when excluded or ``Never``, else installed
+        with the reboot it needs."""
+        if self.hotpatchable(at):
+            month = at.strftime("%Y-%m")
+            installed = 0 if month in self.hotpatched_months else 2
+            self.hotpatched_months.add(month)
+            return {"installed": installed, "pending": 0, "excluded": 0, "reboot": "NotNeeded"}
+        if exclude_reboot_kbs or reboot_setting == "Never":
+            return {"installed": 0, "pending": 1, "excluded": int(exclude_reboot_kbs), "reboot": "Required"}
+        if self.scheduled_reboot_at is None:
+            self._schedule_reboot(at + timedelta(seconds=60))
+        return {"installed": 1, "pending": 0, "excluded": 0, "reboot": "Started"}
 
     @property
     def pending_reboot_reasons(self) -> list[str]:

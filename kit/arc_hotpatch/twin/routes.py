@@ -66,6 +66,7 @@ ROUTE_TABLE: tuple[tuple[str, str, str, str, Handler], ...] = (
     ("GET", _MACHINES, "machines.list_by_resource_group", _HC, machines.list_machines),
     ("GET", _MACHINE, "machines.get", _HC, machines.get_machine),
     ("POST", f"{_MACHINE}/assessPatches", "machines.assessPatches", _HC, machines.assess_patches),
+    ("POST", f"{_MACHINE}/installPatches", "machines.installPatches", _HC, machines.install_patches),
     ("GET", _LICENSE_PROFILES, "licenseProfiles.list", _HC, license_profiles.list_license_profiles),
     ("GET", f"{_LICENSE_PROFILES}/{{name}}", "licenseProfiles.get", _HC, license_profiles.get_license_profile),
     ("PUT", f"{_LICENSE_PROFILES}/{{name}}", "licenseProfiles.put", _HC, license_profiles.put_license_profile),

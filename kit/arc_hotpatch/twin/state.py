@@ -29,6 +29,8 @@ class AsyncOperation:
     started_at: datetime
     completes_at: datetime | None = None  # fixed-length operations
     run: RunCommand | None = None  # a run command PUT completes with the run's provisioning
+    request: dict[str, Any] | None = None  # what the operation was asked (installPatches' settings)
+    result: dict[str, Any] | None = None  # its result, made once when it is first read done
 
     def status(self, now: datetime) -> tuple[str, dict[str, str] | None, datetime | None]:
         """(status, error, end time) as of ``now``."""

@@ -7,7 +7,7 @@ from typing import Any
 
 from core.azure_clients import HYBRID_COMPUTE_API_VERSION
 
-from ..arm import ArmError, assessment_result, iso, license_profile_resource, run_command_resource
+from ..arm import ArmError, assessment_result, install_result, iso, license_profile_resource, run_command_resource
 from ..calls import Call, Reply
 from ..machine import RunCommand, SimulatedMachine
 from ..state import AsyncOperation, FleetState
@@ -92,4 +92,8 @@ def operation_result(state: FleetState, call: Call) -> Reply:
         return Reply(200, license_profile_resource(machine, call.now))
     if operation.operation == "machines.assessPatches":
         return Reply(200, assessment_result(machine, operation.op_id, operation.started_at, ended_at or call.now))
+    if operation.operation == "machines.installPatches":
+        if operation.result is None:  # the installation happens once, when the operation is first seen done
+            operation.result = install_result(machine, operation, ended_at or call.now)
+        return Reply(200, operation.result)
     return Reply(204)
