@@ -29,6 +29,8 @@ from .vocabulary import BaselineFlag, FinalState, NextUpdate, Reason
 # --- function names: the registration and every call use these -------------------------------------
 
 MACHINE_ORCHESTRATOR = "machine_orchestrator"
+INSTALL_ORCHESTRATOR = "install_orchestrator"  # a machine's hotpatch installation (orchestrators/installs.py)
+ENROLL, INSTALL = "enroll", "install"  # what a rollout does to its machines
 ROLLOUT_ORCHESTRATOR = "rollout_orchestrator"
 ROLLOUT_WINDOW = "rollout_window"
 ROLLOUT_RECORD = "rollout_record"
@@ -174,6 +176,7 @@ class MachineInput(Contract):
     carry: MachineCarry | None = None  # set when it continued as new into a later phase
     recheck: bool = False  # read again after a Disconnected read: this time a Disconnected agent is final
     wave: int = 0  # the wave (1, 2, ...) a change run belongs to; 0: not started for a wave
+    kind: str = ENROLL  # enroll (machine_orchestrator) or install (install_orchestrator)
 
 
 @dataclass(frozen=True)
@@ -570,6 +573,7 @@ class WindowState(Contract):
     poll_s: float = 0.0  # the current interval between reads: short after news, longer while nothing happens
     # Machines read Disconnected, to start again at their time: [machine id, ISO time] (no slot while waiting).
     deferred: list[list[str]] = field(default_factory=list)
+    kind: str = ENROLL  # what its machines' orchestrations do: enroll or install
 
 
 @dataclass(frozen=True)
@@ -597,6 +601,7 @@ class RolloutState(Contract):
     policy: Policy
     run_key: str = ""
     plan: RolloutPlan | None = None
+    kind: str = ENROLL  # enroll (the default) or install (this month's hotpatches)
     windows: list[WindowView] = field(default_factory=list)
     wave: int = 0
     budgets: list[int] = field(default_factory=list)

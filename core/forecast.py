@@ -24,6 +24,15 @@ def second_tuesday(year: int, month: int) -> date:
     return first + timedelta(days=(1 - first.weekday()) % 7 + 7)
 
 
+def current_update_day(now: datetime) -> date:
+    """This month's update day: the latest second Tuesday on or before ``now``'s day (what installs now)."""
+    today = now.date()
+    year, month = today.year, today.month
+    while second_tuesday(year, month) > today:
+        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+    return second_tuesday(year, month)
+
+
 def next_update_day(now: datetime) -> date:
     """The first second Tuesday after ``now``'s day (Patch Tuesday)."""
     today = now.date()
@@ -43,10 +52,11 @@ class Forecast:
 
 def forecast(
     now: datetime, facts: MachineFacts | None, readiness: Readiness | None, baseline: str,
-    baseline_detail: str, licensing_issue: bool, assessed_reboot_pending: bool | None = None,
+    baseline_detail: str, licensing_issue: bool, assessed_reboot_pending: bool | None = None, day: date | None = None,
 ) -> Forecast:
-    """The machine's next update: ``reboot`` with every reason found, ``hotpatch``, or ``unknown`` (with why)."""
-    day = next_update_day(now)
+    """The machine's next update (or that of ``day``): ``reboot`` with every reason found, ``hotpatch``, or
+    ``unknown`` (with why)."""
+    day = day or next_update_day(now)
     when = f"{day.isoformat()} update"
     if facts is None:
         return Forecast(NextUpdate.UNKNOWN, f"{when}: the machine was not read")

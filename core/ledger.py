@@ -47,6 +47,7 @@ LICENSING_WORKAROUND = "licensing_workaround"
 ENABLE_VSM = "enable_vsm"
 REBOOT = "reboot"
 ENABLE_HOTPATCH = "enable_hotpatch"
+INSTALL_HOTPATCHES = "install_hotpatches"
 CHANGES = (APPLY_CHANGES, LICENSING_WORKAROUND, ENABLE_VSM, REBOOT, ENABLE_HOTPATCH)
 
 _CHANGE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -249,7 +250,7 @@ class LedgerBatch(Contract):
 
 
 # The changes a report row lists, as the ledger names them (apply_changes is the script that makes them).
-REPORTED_CHANGES = (ENABLE_VSM, LICENSING_WORKAROUND, REBOOT, ENABLE_HOTPATCH)
+REPORTED_CHANGES = (ENABLE_VSM, LICENSING_WORKAROUND, REBOOT, ENABLE_HOTPATCH, INSTALL_HOTPATCHES)
 
 
 def run_of(entry: LedgerEntry) -> str:

@@ -28,8 +28,9 @@ field                    a request may set it to
 Everything else is fixed by the app settings and is a ``NarrowingError`` naming the field:
 the scope (``subscriptions``: the path names the subscription, ``exclude_tag``), where the
 app talks to (``escalation_webhook``, ``cloud``, ``arm_endpoint``), what it reads
-(``baselines_file``, ``assess_patches``), when it runs (``schedule``, ``maintenance_window``: a different window
-is not a narrower one), and how it works rather than how much it does (``workaround_mode``:
+(``baselines_file``, ``assess_patches``), when it runs (``schedule``, ``install_schedule``,
+``maintenance_window``: a different window is not a narrower one), and how it works rather than how
+much it does (``workaround_mode``:
 ``reactive`` may mean a later, second reboot; the poll intervals, which set the ARM load;
 ``run_command_attempts``; ``disconnected_grace``, which decides whether a flapping agent is
 skipped). A widening value is a ``NarrowingError`` too, naming the field,
@@ -331,6 +332,16 @@ def _ncrontab(raw: Any) -> str:
     return text
 
 
+def _ncrontab_or_off(raw: Any) -> str:
+    """A six-field NCRONTAB schedule, or empty (off)."""
+    if not str(raw).strip():
+        return ""
+    try:
+        return _ncrontab(raw)
+    except ValueError:
+        raise ValueError("a six-field NCRONTAB expression such as '0 0 4 * * Wed', or empty (off)") from None
+
+
 def _baselines_file(raw: Any) -> str:
     """A path (read by activities; ``load_policy`` checks it once at start so a typo fails early)."""
     return str(raw).strip()
@@ -374,6 +385,7 @@ class Policy:
     arm_endpoint: str = ""
     baselines_file: str = ""
     assess_patches: str = "auto"
+    install_schedule: str = ""  # NCRONTAB of the whole fleet's hotpatch installation; empty: off
 
     @property
     def resolved_arm_endpoint(self) -> str:
@@ -458,6 +470,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("cloud", _cloud, "Azure cloud"),
     SettingSpec("arm_endpoint", _arm_endpoint, "ARM endpoint (overrides the cloud's)"),
     SettingSpec("baselines_file", _baselines_file, "extra JSON file of Hotpatch baselines"),
+    SettingSpec("install_schedule", _ncrontab_or_off,
+                "NCRONTAB schedule of the whole fleet's hotpatch installation (empty: off)"),
     SettingSpec("assess_patches", _auto_or_bool,
                 "run Update Manager's patch assessment for the next-update forecast (auto: in dry runs only)"),
 )
@@ -506,7 +520,8 @@ def load_policy(environ: Mapping[str, str]) -> Policy:
     changes: dict[str, Any] = {}
     for spec in SETTINGS:
         raw = environ.get(spec.env)
-        if raw is None or (raw.strip() == "" and spec.field not in ("escalation_webhook", "subscriptions")):
+        if raw is None or (raw.strip() == "" and spec.field not in ("escalation_webhook", "subscriptions",
+                                                                     "install_schedule")):
             continue
         changes[spec.field] = _parse_one(spec, raw, spec.env)
     return check_files(replace(Policy(), **changes), SETTINGS_BY_FIELD["baselines_file"].env)

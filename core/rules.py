@@ -18,14 +18,15 @@ from .facts import (
     MachineFacts,
 )
 from .readiness import Readiness
-from .vocabulary import Action, FinalState, Reason, WorkaroundMode, disconnected_reason
+from .vocabulary import Action, FinalState, InstallState, Reason, WorkaroundMode, disconnected_reason
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """A final state decided by a check: ``state`` and ``reason`` (reason may be dynamic)."""
+    """A final state decided by a check: ``state`` and ``reason`` (reason may be dynamic); an installation run's
+    states are ``InstallState``'s."""
 
-    state: FinalState
+    state: FinalState | InstallState
     reason: str
     detail: str = ""
 

@@ -16,6 +16,29 @@ class FinalState(StrEnum):
     HALTED = "halted"
 
 
+class InstallState(StrEnum):
+    """The final states of a machine in a hotpatch installation run (its report has the enrollment report's shape)."""
+
+    HOTPATCH_INSTALLED = "hotpatch_installed"
+    NOTHING_TO_INSTALL = "nothing_to_install"
+    NOT_ENROLLED = "not_enrolled"
+    REBOOT_REQUIRED = "reboot_required"
+    ESCALATED = "escalated"
+    PLANNED = "planned"  # internal: assessed, waits for its wave (never a final state of a report)
+    HALTED = "halted"
+
+
+class InstallReason(StrEnum):
+    INSTALLED = "installed"  # the month's hotpatches installed, nothing left that needs a reboot
+    UP_TO_DATE = "up_to_date"  # nothing to install
+    UPDATES_PENDING = "updates_pending"  # installed what did not need a reboot; the rest waits for one
+    LICENSE_NOT_ENABLED = "license_not_enabled"  # not enrolled on both levels
+    FORECAST_REBOOT = "forecast_reboot"  # this month's update reboots it (baseline month, off-baseline, pending...)
+    FORECAST_UNKNOWN = "forecast_unknown"  # cannot tell that it installs without a reboot: not touched
+    INSTALL_FAILED = "install_failed"
+    UNEXPECTED_REBOOT = "unexpected_reboot"  # its boot time moved during the installation
+
+
 class Reason(StrEnum):
     TAGGED_EXCLUDE = "tagged_exclude"
     UNSUPPORTED_OS = "unsupported_os"
@@ -55,6 +78,7 @@ class Action(StrEnum):
     LICENSING_WORKAROUND = "licensing_workaround"
     REBOOT = "reboot"
     ENABLE_HOTPATCH = "enable_hotpatch"
+    INSTALL_HOTPATCHES = "install_hotpatches"
 
 
 class RebootPolicy(StrEnum):

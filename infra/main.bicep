@@ -168,6 +168,9 @@ param hotpatchEscalationWebhook string = ''
 @description('HOTPATCH_SCHEDULE: NCRONTAB schedule (UTC) of the whole-fleet rollout.')
 param hotpatchSchedule string = '0 0 3 * * Sun'
 
+@description('HOTPATCH_INSTALL_SCHEDULE: NCRONTAB schedule of the whole fleet\'s hotpatch installation; empty: off (the timer function is disabled).')
+param hotpatchInstallSchedule string = ''
+
 @description('HOTPATCH_RESOURCE_GROUP: limit discovery to one resource group; empty: whole subscriptions.')
 param hotpatchResourceGroup string = ''
 
@@ -292,6 +295,11 @@ var hotpatchAppSettings = {
   HOTPATCH_MAINTENANCE_WINDOW: hotpatchMaintenanceWindow
   HOTPATCH_ESCALATION_WEBHOOK: hotpatchEscalationWebhook
   HOTPATCH_SCHEDULE: hotpatchSchedule
+  // The timer's binding reads HOTPATCH_INSTALL_TIMER, which must be a valid schedule for the function to be
+  // indexed: without a schedule, a placeholder, and the function is disabled (the policy's setting stays empty).
+  HOTPATCH_INSTALL_SCHEDULE: hotpatchInstallSchedule
+  HOTPATCH_INSTALL_TIMER: empty(hotpatchInstallSchedule) ? '0 0 4 * * Wed' : hotpatchInstallSchedule
+  'AzureWebJobs.scheduled_hotpatch_install.Disabled': empty(hotpatchInstallSchedule) ? 'true' : 'false'
   HOTPATCH_SUBSCRIPTIONS: discoverAllReadableSubscriptions ? '' : join(targets, ',')
   HOTPATCH_RESOURCE_GROUP: hotpatchResourceGroup
   HOTPATCH_CLOUD: hotpatchCloud

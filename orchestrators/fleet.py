@@ -157,7 +157,7 @@ def _plan(context: df.DurableOrchestrationContext, state: RolloutState) -> Steps
         yield context.call_activity_with_retry(START_WINDOWS, ARM_RETRY, [
             WindowState(policy=policy, run_key=run_key, rollout_id=context.instance_id, index=view.index,
                         subscription_id=view.subscription_id, total=view.total,
-                        grant=_grant(state, position)).to_json()
+                        grant=_grant(state, position), kind=state.kind).to_json()
             for position, view in enumerate(windows)
         ])
     return state
@@ -346,7 +346,7 @@ class Window:
     def _template(self, assess_only: bool, recheck: bool = False) -> MachineInput:
         return MachineInput(machine_id="", policy=self.policy, rollout_id=self.state.rollout_id,
                             record_under=self.instance_id, assess_only=assess_only, recheck=recheck,
-                            wave=0 if assess_only else self.state.grant.wave + 1)
+                            wave=0 if assess_only else self.state.grant.wave + 1, kind=self.state.kind)
 
     def refill(self) -> Steps:
         """Fill the free slots: first the change runs the rollout granted, then the next machines listed."""

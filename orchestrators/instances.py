@@ -24,7 +24,7 @@ from typing import Any
 import azure.durable_functions as df
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
-from core.contracts import MACHINE_ORCHESTRATOR, MachineInput, StartedMachine
+from core.contracts import INSTALL, INSTALL_ORCHESTRATOR, MACHINE_ORCHESTRATOR, MachineInput, StartedMachine
 
 log = logging.getLogger("arc_hotpatch.durable")
 
@@ -35,8 +35,9 @@ ENDED_BADLY = frozenset({OrchestrationRuntimeStatus.Failed, OrchestrationRuntime
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 
-def machine_instance_id(machine_id: str) -> str:
-    """The per-machine singleton's orchestration instance id: stable for a machine whatever starts it.
+def machine_instance_id(machine_id: str, kind: str = "") -> str:
+    """The per-machine singleton's orchestration instance id: stable for a machine whatever starts it (one for
+    its enrollment, ``hotpatch-install-...`` for its hotpatch installations).
 
     Readable (the machine name) and unique (a hash of the full, case-folded resource id);
     only characters instance ids allow.
@@ -44,12 +45,21 @@ def machine_instance_id(machine_id: str) -> str:
     resource_id = machine_id.strip().lower()
     digest = hashlib.sha256(resource_id.encode()).hexdigest()[:16]
     name = _UNSAFE.sub("-", resource_id.rsplit("/", 1)[-1]).strip("-")[:40] or "machine"
-    return f"{MACHINE_INSTANCE_PREFIX}{name}-{digest}"
+    return f"{MACHINE_INSTANCE_PREFIX}{'install-' if kind == INSTALL else ''}{name}-{digest}"
 
 
 ROLLOUT_PREFIX = "rollout-"
 FLEET_ROLLOUT_ID = "rollout-fleet"  # the scheduled whole-fleet runs: ``rollout-fleet-<time>-<random>``
 RUNNING = ACTIVE | {OrchestrationRuntimeStatus.ContinuedAsNew}
+
+
+INSTALL_PREFIX = "installs-"  # hotpatch installation runs: their own stems, so they and rollouts never 409 each other
+FLEET_INSTALL_ID = "installs-fleet"
+
+
+def subscription_install_id(subscription_id: str) -> str:
+    """The stem of a subscription's hotpatch installation runs' ids."""
+    return f"{INSTALL_PREFIX}{subscription_id.strip().lower()}"
 
 
 def subscription_rollout_id(subscription_id: str) -> str:
@@ -100,12 +110,13 @@ def halted_record_id(window_id: str, page: int) -> str:
 async def start_or_attach(client: df.DurableOrchestrationClient, machine_input: MachineInput) -> StartedMachine:
     """Start the machine's orchestration unless one is already active; either way return its instance id."""
     machine_id, rollout_id = machine_input.machine_id, machine_input.rollout_id
-    instance_id = machine_instance_id(machine_id)
+    instance_id = machine_instance_id(machine_id, machine_input.kind)
+    orchestrator = INSTALL_ORCHESTRATOR if machine_input.kind == INSTALL else MACHINE_ORCHESTRATOR
     status = await client.get_status(instance_id)
     if status and status.runtime_status in ACTIVE:
         return StartedMachine(machine_id, instance_id, started=False)
     try:
-        await client.start_new(MACHINE_ORCHESTRATOR, instance_id, machine_input.to_json())
+        await client.start_new(orchestrator, instance_id, machine_input.to_json())
     except Exception as exc:
         # Another starter won the race between our status read and our start.
         status = await client.get_status(instance_id)

@@ -256,6 +256,13 @@ def machine_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
         deferred = verdict.reason == Reason.AWAITING_RECHECK
     except Exception as exc:  # a bug or an unexpected payload: this machine is reported, never lost
         verdict = Verdict(FinalState.ESCALATED, Reason.ORCHESTRATION_FAILED, f"unexpected error: {_first_line(exc)}")
+    return (yield from conclude(run, verdict, queued=queued, deferred=deferred))
+
+
+def conclude(run: Run, verdict: Verdict, *, queued: bool = False, deferred: bool = False) -> Steps:
+    """The end of a machine's run, whatever decided it: its actions from the ledger, the escalation handed to a
+    human, the outcome recorded for the window that waits for it; returns the report row's JSON."""
+    context = run.context
     if verdict.state != FinalState.PLANNED:  # planned: the actions it would take (nothing was written)
         run.changes_made()
     if verdict.state == FinalState.ESCALATED:

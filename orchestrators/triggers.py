@@ -28,7 +28,7 @@ import azure.functions as func
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
 from core.clock import current_clock
-from core.contracts import ROLLOUT_ORCHESTRATOR, MachineDone, MachineInput, RecordPage, RolloutState
+from core.contracts import ENROLL, INSTALL, ROLLOUT_ORCHESTRATOR, MachineDone, MachineInput, RecordPage, RolloutState
 from core.facts import MachinePayloadError, parse_machine_id
 from core.policy import (
     NarrowingError,
@@ -45,12 +45,14 @@ from core.vocabulary import REBOOT_APPROVED_EVENT
 
 from .instances import (
     ACTIVE,
+    FLEET_INSTALL_ID,
     FLEET_ROLLOUT_ID,
     machine_instance_id,
     new_rollout_id,
     record_prefix,
     running_rollout,
     start_or_attach,
+    subscription_install_id,
     subscription_rollout_id,
 )
 
@@ -97,14 +99,21 @@ async def scheduled_rollout(timer: func.TimerRequest, client: df.DurableOrchestr
     """The whole fleet on the configured schedule, a new run (``rollout-fleet-<time>-<random>``) each time;
     a running fleet run is left alone."""
     policy = app_policy()  # a bad setting fails the invocation, visibly, naming the setting
-    async with _start_lock():
-        running = await running_rollout(client, FLEET_ROLLOUT_ID)
-        if running is not None:
-            log.info("scheduled_rollout_already_running instance=%s", running.instance_id)
-            return
-        instance_id = new_rollout_id(FLEET_ROLLOUT_ID, current_clock().now())
-        await client.start_new(ROLLOUT_ORCHESTRATOR, instance_id, RolloutState(policy).to_json())
-    log.info("scheduled_rollout_started instance=%s past_due=%s", instance_id, timer.past_due)
+    await _start_run(client, FLEET_ROLLOUT_ID, policy, ENROLL)
+
+
+# The binding reads HOTPATCH_INSTALL_TIMER: the deployment sets it to HOTPATCH_INSTALL_SCHEDULE, or to a placeholder
+# with this function disabled while that is empty (a timer needs a valid schedule to be indexed).
+@bp.timer_trigger(schedule="%HOTPATCH_INSTALL_TIMER%", arg_name="timer", run_on_startup=False)
+@bp.durable_client_input(client_name="client")
+async def scheduled_hotpatch_install(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    """The whole fleet's hotpatch installation on ``HOTPATCH_INSTALL_SCHEDULE`` (off by default: the deployment
+    disables this function until a schedule is set), a new run (``installs-fleet-<time>-<random>``) each time."""
+    policy = app_policy()
+    if not policy.install_schedule:
+        log.info("scheduled_hotpatch_install_off (HOTPATCH_INSTALL_SCHEDULE is empty)")
+        return
+    await _start_run(client, FLEET_INSTALL_ID, policy, INSTALL)
 
 
 # --- HTTP start for a subscription ---------------------------------------------------------------
@@ -208,6 +217,26 @@ def _rollout_running(client: df.DurableOrchestrationClient, instance_id: str) ->
 @bp.durable_client_input(client_name="client")
 async def start_subscription_rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Start a rollout run of one subscription (a new instance id per run); 409 with the running one's links."""
+    return await _start_subscription_run(req, client, ENROLL)
+
+
+async def _start_run(client: df.DurableOrchestrationClient, stem: str, policy: Policy, kind: str) -> str | None:
+    """A new run under ``stem`` unless one runs (then None, after a log line); its instance id."""
+    async with _start_lock():
+        running = await running_rollout(client, stem)
+        if running is not None:
+            log.info("run_already_running kind=%s instance=%s", kind, running.instance_id)
+            return None
+        instance_id = new_rollout_id(stem, current_clock().now())
+        await client.start_new(ROLLOUT_ORCHESTRATOR, instance_id, RolloutState(policy, kind=kind).to_json())
+    log.info("run_started kind=%s instance=%s dry_run=%s reboot_policy=%s", kind, instance_id, policy.dry_run,
+             policy.reboot_policy)
+    return instance_id
+
+
+async def _start_subscription_run(req: func.HttpRequest, client: df.DurableOrchestrationClient,
+                                  kind: str) -> func.HttpResponse:
+    """A run of ``kind`` for the subscription of the path, its policy the app settings narrowed by the body."""
     try:
         base = app_policy()
     except SettingError as exc:
@@ -222,16 +251,21 @@ async def start_subscription_rollout(req: func.HttpRequest, client: df.DurableOr
         return _error(400, "InvalidPolicyOverride", str(exc))
     except ValueError as exc:
         return _error(400, "InvalidRequest", str(exc)[:300])
-    stem = subscription_rollout_id(policy.subscriptions[0])
-    async with _start_lock():
+    stem = (subscription_rollout_id if kind == ENROLL else subscription_install_id)(policy.subscriptions[0])
+    instance_id = await _start_run(client, stem, policy, kind)
+    if instance_id is None:
         running = await running_rollout(client, stem)
-        if running is not None:
-            return _rollout_running(client, running.instance_id)
-        instance_id = new_rollout_id(stem, current_clock().now())
-        await client.start_new(ROLLOUT_ORCHESTRATOR, instance_id, RolloutState(policy).to_json())
-    log.info("rollout_started instance=%s dry_run=%s reboot_policy=%s", instance_id, policy.dry_run,
-             policy.reboot_policy)
+        return _rollout_running(client, running.instance_id if running else stem)
     return client.create_check_status_response(req, instance_id)
+
+
+@bp.route(route="subscriptions/{subscriptionId}/hotpatch-installs", methods=["POST"])
+@bp.durable_client_input(client_name="client")
+async def start_subscription_install(req: func.HttpRequest, client: df.DurableOrchestrationClient
+                                     ) -> func.HttpResponse:
+    """Install this month's hotpatches on a subscription's enrolled machines (never rebooting): the same body rules
+    as a rollout (202, 400, 403, 409), the same waves, concurrency and guardrail; its report at the rollout route."""
+    return await _start_subscription_run(req, client, INSTALL)
 
 
 # --- report --------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.policy import Policy, SettingError, load_policy
-from core.vocabulary import FinalState
+from core.vocabulary import FinalState, InstallState
 
 from .clocks import DEFAULT_START
 from .policy_flags import policy_flags_help, policy_from_environment, policy_from_flags
@@ -241,6 +241,9 @@ def simulate(
     start: StartOpt = None,
     html: HtmlOpt = None,
     csv: CsvOpt = None,
+    install_hotpatches: Annotated[bool, typer.Option(
+        "--install-hotpatches", help="After the rollout, install this month's hotpatches (no reboot); report that.")]
+    = False,
 ) -> None:
     """Rehearse a rollout: the fleet twin + the local durable host on a virtual clock.
 
@@ -263,7 +266,8 @@ def simulate(
     )
     with webhook_environment(webhook):
         result = _run_with_progress(lambda progress: run_simulation(fleet, policy, faults=faults, progress=progress,
-                                                                   start=started_at),
+                                                                   start=started_at,
+                                                                   install_hotpatches=install_hotpatches),
                                     len(fleet.machines))
     print_summary(result)
     _write_report(report, result, html, csv)
@@ -311,7 +315,10 @@ def print_summary(report: dict[str, Any]) -> None:
     table.add_column("state", footer="total")
     table.add_column("machines", justify="right", footer=str(summary["machines"]))
     table.add_column("reasons")
-    for state in FinalState:
+    if report.get("enrollment"):
+        enrolled = report["enrollment"]["summary"]["by_state"]
+        console.print("enrollment: " + ", ".join(f"{state} {count}" for state, count in sorted(enrolled.items())))
+    for state in dict.fromkeys([*FinalState, *InstallState]):
         count = summary["by_state"].get(state.value, 0)
         if not count:
             continue

@@ -158,8 +158,11 @@ def execute_rollout(
     timeout_real_s: float = 1800.0,
     activity_workers: int = 16,
     rollout_id: str = LOCAL_ROLLOUT_ID,
+    kinds: tuple[str, ...] = ("enroll",),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run ``rollout_orchestrator`` on the local durable host; returns (report, host metrics)."""
+    """Run ``rollout_orchestrator`` on the local durable host, once per kind in ``kinds`` one after the other (an
+    enrollment, then this month's hotpatch installation); returns (the last run's report, host metrics). With
+    two runs the report carries the first one's summary as ``enrollment``."""
     import function_app  # the real app object
     from core.contracts import ROLLOUT_ORCHESTRATOR, RolloutState
     from orchestrators.triggers import rollout_report
@@ -172,31 +175,45 @@ def execute_rollout(
         orchestrator_processes=1,
         app_spec="function_app:app",
     ) as host:
-        instance_id = host.start_new(ROLLOUT_ORCHESTRATOR, rollout_id, RolloutState(policy).to_json())
-        stop_progress = _progress_thread(host, instance_id, expected_machines, progress)
         client = df.DurableOrchestrationClient(host.client_binding_json())
-
-        def partial() -> dict[str, Any]:
-            try:
-                return host.run_client_coroutine(rollout_report(client, instance_id)) or {}
-            except Exception:
-                return {}
-
-        try:
-            final = host.run_until_complete([instance_id], timeout_real_s=timeout_real_s)[instance_id]
-        except Exception as exc:
-            raise RolloutFailed(f"the rollout did not finish: {_first_line(exc)}", partial()) from exc
-        finally:
-            stop_progress()
-        if final["runtimeStatus"] != "Completed":
-            output = _first_line(Exception(str(final.get("output"))))
-            raise RolloutFailed(f"the rollout orchestration ended {final['runtimeStatus']}: {output}", partial())
-        report = host.run_client_coroutine(rollout_report(client, instance_id))
-        if report is None:
-            raise RuntimeError("the rollout report could not be read")
+        reports: list[dict[str, Any]] = []
+        for kind in kinds:
+            instance_id = rollout_id if kind == "enroll" else f"{rollout_id}-{kind}"
+            host.start_new(ROLLOUT_ORCHESTRATOR, instance_id, RolloutState(policy, kind=kind).to_json())
+            reports.append(_finished_report(host, client, instance_id, expected_machines, progress, timeout_real_s,
+                                            rollout_report))
+        report = reports[-1]
+        if len(reports) > 1:
+            report["enrollment"] = {"id": reports[0]["rollout"]["id"], "summary": reports[0]["summary"]}
         metrics = host.metrics()
         metrics["history_by_orchestrator"] = history_by_orchestrator(host, metrics["history_events"])
         return report, metrics
+
+
+def _finished_report(host: DurableHost, client: Any, instance_id: str, expected_machines: int,
+                     progress: ProgressCallback | None, timeout_real_s: float, rollout_report: Any) -> dict[str, Any]:
+    """Wait for the rollout ``instance_id`` to complete (progress on the way); its report."""
+    stop_progress = _progress_thread(host, instance_id, expected_machines, progress)
+
+    def partial() -> dict[str, Any]:
+        try:
+            return host.run_client_coroutine(rollout_report(client, instance_id)) or {}
+        except Exception:
+            return {}
+
+    try:
+        final = host.run_until_complete([instance_id], timeout_real_s=timeout_real_s)[instance_id]
+    except Exception as exc:
+        raise RolloutFailed(f"the rollout did not finish: {_first_line(exc)}", partial()) from exc
+    finally:
+        stop_progress()
+    if final["runtimeStatus"] != "Completed":
+        output = _first_line(Exception(str(final.get("output"))))
+        raise RolloutFailed(f"the rollout orchestration ended {final['runtimeStatus']}: {output}", partial())
+    report = host.run_client_coroutine(rollout_report(client, instance_id))
+    if report is None:
+        raise RuntimeError("the rollout report could not be read")
+    return report
 
 
 def history_by_orchestrator(host: DurableHost, per_instance: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
@@ -228,10 +245,12 @@ def run_simulation(
     timeout_real_s: float = 1800.0,
     throttling: bool = True,
     start: datetime = DEFAULT_START,
+    install_hotpatches: bool = False,
 ) -> dict[str, Any]:
     """Roll ``policy`` out over the twin's ``fleet`` on a virtual clock; the report with metrics.
 
-    ``throttling=False`` turns the twin's ARM token buckets off (the benchmark's critical-path pass).
+    ``throttling=False`` turns the twin's ARM token buckets off (the benchmark's critical-path pass);
+    ``install_hotpatches``: then install this month's hotpatches (a second run); the report is that run's.
     """
     clock = VirtualClock(start)
     wall_start = time.perf_counter()
@@ -242,7 +261,7 @@ def run_simulation(
         with twin_environment(twin), ledger_environment():  # the audit ledger: Azurite unless configured
             report, host_metrics = execute_rollout(
                 clock, simulation_policy(policy, twin), expected_machines=len(fleet.machines), progress=progress,
-                timeout_real_s=timeout_real_s,
+                timeout_real_s=timeout_real_s, kinds=("enroll", "install") if install_hotpatches else ("enroll",),
             )
     finally:
         twin.stop()

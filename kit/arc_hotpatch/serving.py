@@ -42,6 +42,7 @@ def policy_environment(policy: Policy) -> dict[str, str]:
         elif isinstance(value, list):
             value = ",".join(value)
         env[spec.env] = str(value)
+    env["HOTPATCH_INSTALL_TIMER"] = env.get("HOTPATCH_INSTALL_SCHEDULE", "")  # the timer's binding (empty: off here)
     return env
 
 

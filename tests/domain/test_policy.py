@@ -41,6 +41,7 @@ BAD_VALUES = {
     "arm_endpoint": ("management.azure.com", "http(s) URL"),
     "baselines_file": ("/nonexistent/baselines.json", "cannot read"),
     "assess_patches": ("sometimes", "auto, true or false"),
+    "install_schedule": ("weekly", "six-field NCRONTAB"),
     "disconnected_grace": ("later", "positive duration"),
 }
 
@@ -178,7 +179,7 @@ def test_every_other_setting_is_fixed_by_the_app_settings() -> None:
     assert {s.field for s in fixed} == {
         "workaround_mode", "exclude_tag", "enable_poll_interval", "reboot_poll_interval", "run_command_attempts",
         "maintenance_window", "escalation_webhook", "schedule", "subscriptions", "cloud", "arm_endpoint",
-        "baselines_file", "disconnected_grace", "assess_patches"}
+        "baselines_file", "disconnected_grace", "assess_patches", "install_schedule"}
     for spec in fixed:
         with pytest.raises(NarrowingError, match=f"^{spec.field} cannot be set in a request: .*{spec.env}"):
             narrow(Policy(), {spec.field: "x"})

@@ -30,6 +30,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import re
 import secrets
 import threading
@@ -390,7 +391,14 @@ class HttpRuntime:
         """Fire timer-trigger functions on their NCRONTAB schedule, on the host's clock."""
         now = self.host.clock.now()
         for info in self.host.registry.of_type(TIMER_TRIGGER):
+            # The Functions host's switch for one function: the app setting AzureWebJobs.<name>.Disabled.
+            if os.environ.get(f"AzureWebJobs.{info.name}.Disabled", "").strip().lower() in ("true", "1"):
+                log.info("timer trigger %s disabled (AzureWebJobs.%s.Disabled)", info.name, info.name)
+                continue
             expression = resolve_setting(str(info.trigger.get("schedule")))
+            if not (expression or "").strip():  # an app setting left empty: this host leaves the timer off
+                log.info("timer trigger %s off: its schedule setting is empty", info.name)
+                continue
             schedule = parse_schedule(expression or "")
             self._triggers[info.name.lower()] = (schedule, schedule.next_after(now))
             if info.trigger.get("runOnStartup"):
