@@ -270,6 +270,19 @@ def test_timer_triggers_fire_on_their_schedule(make_host, monkeypatch):
     assert all(i.startswith("nightly-") and i.endswith("T020000") for i in ids)
 
 
+@pytest.mark.parametrize(("schedule", "disabled", "scheduled"),
+                         [("0 0 2 * * *", "", True), ("", "", False), ("0 0 2 * * *", "true", False)],
+                         ids=["scheduled", "empty-schedule", "AzureWebJobs.nightly.Disabled"])
+def test_a_timer_is_off_when_disabled_or_its_schedule_setting_is_empty(make_host, monkeypatch, schedule, disabled,
+                                                                        scheduled):
+    monkeypatch.setenv("NIGHTLY_SCHEDULE", schedule)
+    monkeypatch.setenv("AzureWebJobs.nightly.Disabled", disabled)
+    host = make_host(VirtualClock())
+    host.start(port=0, run_timer_triggers=True)
+    assert ("nightly" in host.http.scheduled_timers) is scheduled
+    host.stop()
+
+
 def test_run_serve_prints_endpoints_and_stops(monkeypatch):
     lines: list[str] = []
     stop = threading.Event()

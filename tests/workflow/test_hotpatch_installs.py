@@ -4,6 +4,7 @@ through the real SDK against the twin, the machine's boot time read before and a
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from arc_hotpatch.cli import app
 from core.contracts import INSTALL, INSTALL_ORCHESTRATOR, MachineInput
 from orchestrators.instances import machine_instance_id
+from tests.rig import wait_until
 
 FEBRUARY_PATCH_TUESDAY = datetime(2026, 2, 10, 9, tzinfo=UTC)  # a hotpatch month (January's baseline)
 ENROLLED = {"os_version": "10.0.26100.32230", "hotpatch": "Enabled", "workaround_applied": True}
@@ -101,3 +103,20 @@ def test_simulate_enrolls_then_installs_the_months_hotpatches(tmp_path: Path) ->
     assert {row["state"] for row in report["machines"]} <= INSTALL_STATES
     assert sum(row["reboots"] for row in report["machines"]) == 0
     assert "enrollment:" in result.output
+
+
+def test_the_installation_timer_is_off_by_default_and_starts_a_fleet_run_once_scheduled(serve_fleet) -> None:
+    # (That the host leaves an empty or disabled timer unscheduled: tests/durable_host/test_http.py.)
+    served = serve_fleet({"a-enrolled": ENROLLED}, start=FEBRUARY_PATCH_TUESDAY)
+    master = {"x-functions-key": served.host.keys.master_key}
+    admin = f"{served.base_url}/admin/functions/scheduled_hotpatch_install"
+    assert served.http.post(admin, headers=master, json={}, timeout=30).status_code == 202  # run by hand: it is off
+    time.sleep(1.0)
+    assert not [i for i in served.host.instance_ids() if i.startswith("installs-fleet")]
+
+    served.set_policy(install_schedule="0 0 10 * * Tue")
+    assert served.http.post(admin, headers=master, json={}, timeout=30).status_code == 202
+    runs = wait_until(lambda: [i for i in served.host.instance_ids() if i.startswith("installs-fleet-")] or None,
+                      "the scheduled installation run to start")
+    status = served.host.run_until_complete(runs, timeout_real_s=120)[runs[0]]
+    assert status["runtimeStatus"] == "Completed", status

@@ -275,9 +275,12 @@ def test_plan_against_the_twin_shows_progress_and_fails_on_an_unreadable_subscri
     monkeypatch.setattr(runner, "SystemClock", lambda: clock)  # the twin's virtual time, not hours of real time
     with FleetTwin(load_scenario(TWO_SUBSCRIPTIONS), clock) as twin:
         clean_env.setenv("HOTPATCH_ARM_CA_FILE", twin.ca_file or "")  # as a user trusts the twin's CA
-        report = tmp_path / "ok.json"
-        result = CliRunner().invoke(app, ["plan", "--arm-endpoint", twin.base_url or "", "--report", str(report)])
+        report, page = tmp_path / "ok.json", tmp_path / "ok.html"
+        result = CliRunner().invoke(app, ["plan", "--arm-endpoint", twin.base_url or "", "--report", str(report),
+                                          "--html", str(page), "--csv", str(tmp_path / "ok.csv")])
         assert result.exit_code == 0, result.output
+        assert 'data-total="machines"><b>3</b>' in page.read_text()  # plan --html: the same page
+        assert len((tmp_path / "ok.csv").read_text().splitlines()) == 1 + 3
         assert "progress: 3/3 machines done" in result.output  # not a terminal: progress lines
         assert json.loads(report.read_text())["summary"]["machines"] == 3
 

@@ -404,6 +404,11 @@ class HttpRuntime:
             if info.trigger.get("runOnStartup"):
                 self._fire_trigger(info, past_due=False)
 
+    @property
+    def scheduled_timers(self) -> list[str]:
+        """The timer-trigger functions on a schedule (lower-cased names): not the disabled or unscheduled ones."""
+        return sorted(self._triggers)
+
     def next_trigger_due(self) -> datetime | None:
         return min((due for _, due in self._triggers.values()), default=None)
 
