@@ -164,8 +164,9 @@ class ActivityRetryPolicy(RetryPolicy):
         super().sleep(settings, transport, response)
 
     def increment(self, settings: dict[str, Any], response: Any = None, error: Exception | None = None) -> bool:
-        # A certificate that does not verify will not verify on the next try: fail now, with the TLS error.
-        if error is not None and "CERTIFICATE_VERIFY_FAILED" in str(error):
+        # A certificate that does not verify will not verify on the next try, nor will a token be sent over plain
+        # http: fail now, with the error.
+        if error is not None and any(sign in str(error) for sign in ("CERTIFICATE_VERIFY_FAILED", "non-TLS")):
             return False
         return super().increment(settings, response, error)
 

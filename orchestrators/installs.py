@@ -10,14 +10,12 @@ machine a wave has not reached yet ends ``planned`` / ``awaiting_wave`` after it
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
 import azure.durable_functions as df
 
 from core.contracts import (
     INSTALL_ORCHESTRATOR,
-    READ_PATCH_OPERATION,
     START_INSTALL,
     MachineInput,
     PatchRequest,
@@ -30,9 +28,8 @@ from core.rules import Verdict, check_arm_facts, check_run_command
 from core.schedule import parse_utc
 from core.vocabulary import Action, FinalState, InstallReason, InstallState, NextUpdate, Reason
 
-from .machine import Finished, Run, conclude, read_readiness
+from .machine import Finished, Run, conclude, patch_operation, read_readiness
 from .machine import _first_line as first_line
-from .steps import ARM_RETRY
 
 bp = df.Blueprint()
 
@@ -109,18 +106,9 @@ def install(run: Run):  # type: ignore[no-untyped-def]
     run.status("installing_hotpatches")
     yield from run.record(run.entry(Action.INSTALL_HOTPATCHES.value, REQUESTED))
     duration = f"PT{int(INSTALL_DURATION.total_seconds() // 3600)}H"
-    request = PatchRequest(run.call(), maximum_duration=duration)
-    result = PatchResult.from_json((yield run.context.call_activity_with_retry(START_INSTALL, ARM_RETRY, request)))
     deadline = run.now + INSTALL_DURATION + timedelta(seconds=INSTALL_GRACE_S)
-    look = timedelta(seconds=INSTALL_FIRST_LOOK_S)
-    while result.status == PatchResult.RUNNING and run.now < deadline:
-        yield run.context.create_timer(min(run.now + look, deadline))
-        look = timedelta(seconds=INSTALL_POLL_S)
-        result = PatchResult.from_json((yield run.context.call_activity_with_retry(
-            READ_PATCH_OPERATION, ARM_RETRY, replace(request, operation_url=result.operation_url))))
-    if result.status == PatchResult.RUNNING:
-        return PatchResult(PatchResult.FAILED, error=f"installPatches still running after {deadline:%H:%M} UTC")
-    return result
+    return (yield from patch_operation(run, START_INSTALL, PatchRequest(run.call(), maximum_duration=duration),
+                                       deadline, INSTALL_FIRST_LOOK_S, INSTALL_POLL_S))
 
 
 def _outcome(result: PatchResult, rebooted: bool, before: str, after: str) -> Verdict:

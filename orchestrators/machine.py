@@ -720,14 +720,23 @@ def assess_patches(run: Run) -> Steps:
     one activity, read on durable timers by another until it ends or its timeout passes. A failed or unfinished
     assessment leaves the forecast to the readiness script's signals."""
     run.status("assessing_patches")
-    request = PatchRequest(run.call())
-    result = PatchResult.from_json((yield run.context.call_activity_with_retry(START_ASSESSMENT, ARM_RETRY,
-                                                                                    request)))
-    deadline = run.now + timedelta(seconds=ASSESSMENT_TIMEOUT_S)
-    look = timedelta(seconds=ASSESSMENT_FIRST_LOOK_S)
+    result = yield from patch_operation(run, START_ASSESSMENT, PatchRequest(run.call()),
+                                        run.now + timedelta(seconds=ASSESSMENT_TIMEOUT_S),
+                                        ASSESSMENT_FIRST_LOOK_S, ASSESSMENT_POLL_S)
+    run.assessed_reboot_pending = result.reboot_pending if result.status == PatchResult.SUCCEEDED else None
+
+
+def patch_operation(run: Run, start: str, request: PatchRequest, deadline: datetime, first_look_s: float,
+                    poll_s: float) -> Steps:
+    """An Update Manager operation: started by the ``start`` activity, its Location read on durable timers until it
+    ends or ``deadline`` passes (then it is reported failed, still running)."""
+    result = PatchResult.from_json((yield run.context.call_activity_with_retry(start, ARM_RETRY, request)))
+    look = timedelta(seconds=first_look_s)
     while result.status == PatchResult.RUNNING and run.now < deadline:
         yield run.context.create_timer(min(run.now + look, deadline))
-        look = timedelta(seconds=ASSESSMENT_POLL_S)
+        look = timedelta(seconds=poll_s)
         result = PatchResult.from_json((yield run.context.call_activity_with_retry(
             READ_PATCH_OPERATION, ARM_RETRY, replace(request, operation_url=result.operation_url))))
-    run.assessed_reboot_pending = result.reboot_pending if result.status == PatchResult.SUCCEEDED else None
+    if result.status == PatchResult.RUNNING:
+        return PatchResult(PatchResult.FAILED, error=f"still running at {deadline:%Y-%m-%d %H:%M} UTC")
+    return result

@@ -8,11 +8,15 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -30,6 +34,7 @@ from orchestrators.instances import MACHINE_INSTANCE_PREFIX, machine_instance_id
 from tests.reference import EVENT_GRID_EXAMPLE
 
 T = TypeVar("T")
+REPO = Path(__file__).parents[1]
 
 WAIT_REAL_S = 30.0  # real seconds any single wait may take before the test fails (virtual hours are instant)
 MACHINE_WRITE = "Microsoft.HybridCompute/machines/write"
@@ -316,3 +321,47 @@ class Rigs:
 
 RigFor = Callable[..., Rig]
 ServeFleet = Callable[..., Served]
+
+
+class ServeProcess:
+    """``python -m arc_hotpatch serve ...`` as a person runs it: a process of its own, its output read as it comes
+    (a full pipe would block it); stopped by its pid (terminate, then kill)."""
+
+    def __init__(self, arguments: list[str], *, cwd: Path, env: dict[str, str]) -> None:
+        python = REPO / ".venv/bin/python"
+        command = [str(python if python.exists() else sys.executable), "-m", "arc_hotpatch", "serve", *arguments]
+        self.process = subprocess.Popen(command, cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"},
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self._lines: queue.Queue[str] = queue.Queue()
+        self.printed: list[str] = []
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+
+    def wait_for(self, patterns: dict[str, str], timeout_s: float = 30.0) -> dict[str, str]:
+        """The first group of each pattern, matched against the lines printed (the process must stay up)."""
+        found: dict[str, str] = {}
+        deadline = time.monotonic() + timeout_s
+        for line in self.printed:
+            found |= {k: m.group(1) for k, p in patterns.items() if k not in found and (m := re.search(p, line))}
+        while len(found) < len(patterns):
+            assert self.process.poll() is None, "serve exited:\n" + "".join(self.printed)
+            assert time.monotonic() < deadline, "serve did not print what was expected:\n" + "".join(self.printed)
+            try:
+                line = self._lines.get(timeout=0.5).rstrip("\n")
+            except queue.Empty:
+                continue
+            self.printed.append(line + "\n")
+            found |= {k: m.group(1) for k, p in patterns.items() if k not in found and (m := re.search(p, line))}
+        return found
+
+    def stop(self) -> None:
+        self.process.terminate()  # this process only, by its pid
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)

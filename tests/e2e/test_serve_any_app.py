@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import re
 import shutil
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +16,8 @@ import requests
 from typer.testing import CliRunner
 
 from arc_hotpatch.cli import app as cli
-from tests.rig import FINISHED, wait_until
+from tests.rig import FINISHED, REPO, ServeProcess, wait_until
 
-REPO = Path(__file__).parents[2]
 SAMPLES = REPO / "tests" / "durable_host" / "samples" / "samples_app.py"
 LOCAL_SETTINGS = {"IsEncrypted": False, "Values": {
     "FUNCTIONS_WORKER_RUNTIME": "python", "AzureWebJobsStorage": "UseDevelopmentStorage=true",
@@ -36,43 +30,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     folder = tmp_path_factory.mktemp("my-function-app")
     shutil.copy(SAMPLES, folder / "samples_app.py")
     (folder / "local.settings.json").write_text(json.dumps(LOCAL_SETTINGS))
-    python = REPO / ".venv/bin/python"
-    command = [str(python if python.exists() else sys.executable), "-m", "arc_hotpatch", "serve", "--app",
-               "samples_app:app", "--port", "0", "--no-auth", "--speed", "600"]
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("HOTPATCH_", "SAMPLE_"))} | {
-        "PYTHONUNBUFFERED": "1", "SAMPLE_OVERRIDDEN": "from-env"}
-    process = subprocess.Popen(command, cwd=folder, env=environment, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-
-    def drain() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.put(line)
-
-    threading.Thread(target=drain, daemon=True).start()
-    printed: list[str] = []
-    deadline = time.monotonic() + STARTUP_S
-    base = None
-    while base is None:
-        assert process.poll() is None, "serve exited:\n" + "".join(printed)
-        assert time.monotonic() < deadline, "serve did not print its URL:\n" + "".join(printed)
-        try:
-            line = lines.get(timeout=0.5)
-        except queue.Empty:
-            continue
-        printed.append(line)
-        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
-        base = match.group(1) if match else None
+        "SAMPLE_OVERRIDDEN": "from-env"}
+    serve = ServeProcess(["--app", "samples_app:app", "--port", "0", "--no-auth", "--speed", "600"], cwd=folder,
+                         env=environment)
     try:
-        yield base, printed
+        base = serve.wait_for({"base": r"listening on (http://127\.0\.0\.1:\d+)"}, STARTUP_S)["base"]
+        yield base, serve.printed
     finally:
-        process.terminate()  # this process only, by its pid
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        serve.stop()
 
 
 def start(base: str, orchestrator: str, body: Any = None) -> dict[str, Any]:

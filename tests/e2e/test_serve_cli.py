@@ -4,64 +4,29 @@ the scope of HOTPATCH_SUBSCRIPTIONS kept, and the twin's truth read with a plain
 from __future__ import annotations
 
 import os
-import queue
-import re
-import subprocess
-import sys
-import threading
-import time
-from pathlib import Path
-from typing import IO
 
 import requests
 
 from arc_hotpatch.twin.fleet import subscription_ids_for
-from tests.rig import FINISHED, wait_until
+from tests.rig import FINISHED, REPO, ServeProcess, wait_until
 
-REPO = Path(__file__).parents[2]
 CHECK_DECIDED = {"excluded", "ineligible", "native_azure_edition", "skipped_disconnected"}
 ARM_API_VERSION = "2025-01-13"
 STARTUP_S = 30.0
 
 
-def read_lines(stream: IO[str], into: queue.Queue[str]) -> None:
-    """Drain the process's output (a full pipe would block it) into a queue the test reads with a timeout."""
-    for line in stream:
-        into.put(line)
-
-
 def test_serve_runs_a_dry_run_over_http() -> None:
-    python = REPO / ".venv/bin/python"
-    command = [str(python if python.exists() else sys.executable), "-m", "arc_hotpatch", "serve", "--port", "0",
-               "--machines", "10", "--subscriptions", "2", "--seed", "0", "--no-auth", "--speed", "600",
-               "--start", "2026-02-02"]
     in_scope, out_of_scope = subscription_ids_for(0, 2)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("HOTPATCH_")} | {
-        "PYTHONUNBUFFERED": "1", "HOTPATCH_SUBSCRIPTIONS": in_scope}  # the app setting names one of the two
-    process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+        "HOTPATCH_SUBSCRIPTIONS": in_scope}  # the app setting names one of the two
+    serve = ServeProcess(["--port", "0", "--machines", "10", "--subscriptions", "2", "--seed", "0", "--no-auth",
+                          "--speed", "600", "--start", "2026-02-02"], cwd=REPO, env=environment)
     try:
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
-        printed: list[str] = []
-        found: dict[str, str] = {}
-        patterns = {"base": r"listening on (http://127\.0\.0\.1:\d+)", "twin": r"^Fleet twin: (https://127\.0\.0\.1:\d+)$",
-                    "ca_file": r"^\s+CA certificate: (\S+)$",
-                    "subscription": r"^\s+subscription ([0-9a-f-]{36})\s*$",
-                    "outside": r"^\s+subscription ([0-9a-f-]{36})\s+\(out of scope"}
-        deadline = time.monotonic() + STARTUP_S
-        while len(found) < len(patterns):
-            assert process.poll() is None, "serve exited:\n" + "".join(printed)
-            assert time.monotonic() < deadline, "serve did not print its URLs:\n" + "".join(printed)
-            try:
-                line = lines.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            printed.append(line)
-            for key, pattern in patterns.items():
-                match = re.search(pattern, line.rstrip("\n"))
-                if match and key not in found:
-                    found[key] = match.group(1)
+        found = serve.wait_for({
+            "base": r"listening on (http://127\.0\.0\.1:\d+)", "twin": r"^Fleet twin: (https://127\.0\.0\.1:\d+)$",
+            "ca_file": r"^\s+CA certificate: (\S+)$", "subscription": r"^\s+subscription ([0-9a-f-]{36})\s*$",
+            "outside": r"^\s+subscription ([0-9a-f-]{36})\s+\(out of scope"}, STARTUP_S)
+        printed = serve.printed
 
         assert (found["subscription"], found["outside"]) == (in_scope, out_of_scope), "".join(printed)
         refused = requests.post(f"{found['base']}/api/subscriptions/{out_of_scope}/rollouts", json={"dry_run": True},
@@ -117,9 +82,4 @@ def test_serve_runs_a_dry_run_over_http() -> None:
             assert not any(f.get("subscriptionStatus") in ("Enable", "Enabling", "Enabled") for f in hotpatch), (
                 row["name"], profile.text)
     finally:
-        process.terminate()  # this process only, by its pid
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        serve.stop()
