@@ -220,18 +220,19 @@ async def start_subscription_rollout(req: func.HttpRequest, client: df.DurableOr
     return await _start_subscription_run(req, client, ENROLL)
 
 
-async def _start_run(client: df.DurableOrchestrationClient, stem: str, policy: Policy, kind: str) -> str | None:
-    """A new run under ``stem`` unless one runs (then None, after a log line); its instance id."""
+async def _start_run(client: df.DurableOrchestrationClient, stem: str, policy: Policy,
+                     kind: str) -> tuple[str, bool]:
+    """A new run under ``stem`` unless one runs: (its instance id, True), or (the running one's, False)."""
     async with _start_lock():
         running = await running_rollout(client, stem)
         if running is not None:
             log.info("run_already_running kind=%s instance=%s", kind, running.instance_id)
-            return None
+            return running.instance_id, False
         instance_id = new_rollout_id(stem, current_clock().now())
         await client.start_new(ROLLOUT_ORCHESTRATOR, instance_id, RolloutState(policy, kind=kind).to_json())
     log.info("run_started kind=%s instance=%s dry_run=%s reboot_policy=%s", kind, instance_id, policy.dry_run,
              policy.reboot_policy)
-    return instance_id
+    return instance_id, True
 
 
 async def _start_subscription_run(req: func.HttpRequest, client: df.DurableOrchestrationClient,
@@ -252,10 +253,9 @@ async def _start_subscription_run(req: func.HttpRequest, client: df.DurableOrche
     except ValueError as exc:
         return _error(400, "InvalidRequest", str(exc)[:300])
     stem = (subscription_rollout_id if kind == ENROLL else subscription_install_id)(policy.subscriptions[0])
-    instance_id = await _start_run(client, stem, policy, kind)
-    if instance_id is None:
-        running = await running_rollout(client, stem)
-        return _rollout_running(client, running.instance_id if running else stem)
+    instance_id, started = await _start_run(client, stem, policy, kind)
+    if not started:
+        return _rollout_running(client, instance_id)
     return client.create_check_status_response(req, instance_id)
 
 
