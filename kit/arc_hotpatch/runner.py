@@ -174,6 +174,7 @@ def execute_rollout(
         activity_workers=activity_workers,
         orchestrator_processes=1,
         app_spec="function_app:app",
+        keep_finished_histories=False,  # thousands of machines: their outcomes, not every event, stay in memory
     ) as host:
         client = df.DurableOrchestrationClient(host.client_binding_json())
         reports: list[dict[str, Any]] = []

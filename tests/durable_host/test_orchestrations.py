@@ -360,6 +360,17 @@ def test_continue_as_new_starts_a_fresh_history(make_host):
     assert host.metrics()["executions"] == 3 and host.metrics()["orchestrations"] == 1
 
 
+def test_a_host_that_keeps_no_finished_histories_keeps_outcomes_and_metrics(make_host):
+    host = make_host(keep_finished_histories=False)  # as simulate runs it: thousands of machines, outcomes only
+    counter = host.start_new("counter", "counter", 0)
+    waiting = host.start_new("wait_event", "waiting")
+    status = host.run_until_complete([counter])[counter]
+    assert (status["runtimeStatus"], status["output"]) == ("Completed", 2)
+    assert host.execution_histories(counter) == [[]]  # neither the finished execution's events nor earlier ones
+    assert summarize(host.history(waiting))[:2] == ["OS", ("ExecutionStarted", "wait_event")]  # a running one keeps
+    assert host.metrics()["executions"] == 3 + 1 and host.metrics()["max_history_events"] > 0
+
+
 def test_continue_as_new_carries_over_events_received_after_it(make_host):
     # Three events in one batch: the first completes the wait and the orchestrator continues
     # as new; DTFx (BehaviorOnContinueAsNew.Carryover) hands the later two to the next execution.

@@ -67,6 +67,9 @@ class EpisodeSettings:
     long_timer_interval: timedelta
     max_orchestration_actions: int
     record_episodes: bool
+    # False: an instance's history is dropped once it has finished (and a continued-as-new execution's at once):
+    # a simulation of thousands of machines keeps only their outcomes (statuses and outputs), not every event.
+    keep_finished_histories: bool = True
 
 
 @dataclass
@@ -362,8 +365,16 @@ class EpisodeRunner:
         instance.last_updated_time = now
         if continued_as_new:
             self._continue_as_new(instance, replay.continue_as_new_input, replay.carryover_events, now)
+        elif instance.status in TERMINAL_STATUSES:
+            self._forget_if_told(instance)
         for effect in side_effects:
             effect()
+
+    def _forget_if_told(self, instance: Instance) -> None:
+        """A finished instance's events, dropped when the host keeps no finished histories (its outcome stays)."""
+        if not self.settings.keep_finished_histories:
+            instance.history, instance.history_json = [], []
+            instance.previous_histories.clear()
 
     def _schedule(
         self, instance: Instance, work: ScheduledWork, now: datetime, side_effects: list[Callable[[], None]]
@@ -405,6 +416,7 @@ class EpisodeRunner:
         self.store.replace_inbox(instance)
         instance.last_updated_time = now
         self._finish(instance, TERMINATED, now, output=reason)
+        self._forget_if_told(instance)
         self.sync.signal()
 
     def _finish(
@@ -432,7 +444,8 @@ class EpisodeRunner:
         instance.execution_id = self.store.next_execution_id(instance.instance_id)
         instance.status = CONTINUED_AS_NEW
         instance.input_text = input_text
-        instance.previous_histories.append(instance.history)
+        if self.settings.keep_finished_histories:
+            instance.previous_histories.append(instance.history)
         instance.history = []
         instance.history_json = []
         instance.waiting_on = []

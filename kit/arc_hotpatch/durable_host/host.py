@@ -91,6 +91,7 @@ class DurableHost:
         install: bool = True,
         orchestrator_processes: int = 0,
         app_spec: str | None = None,
+        keep_finished_histories: bool = True,
     ) -> None:
         if activity_workers < 1:
             raise ValueError(f"activity_workers must be >= 1, got {activity_workers}")
@@ -130,6 +131,7 @@ class DurableHost:
             long_timer_interval=long_timer_interval,
             max_orchestration_actions=max_orchestration_actions,
             record_episodes=record_episodes,
+            keep_finished_histories=keep_finished_histories,
         )
         # Worker processes start on the first episode, so a host that never runs one costs none.
         self._processes: OrchestratorProcesses | None = None
