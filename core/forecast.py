@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from .facts import AZURE_EDITION, HOTPATCH_BUILD, MachineFacts
+from .facts import AZURE_EDITION, ENABLEMENT_ENABLED, HOTPATCH_BUILD, MachineFacts
 from .readiness import Readiness
 from .vocabulary import BaselineFlag, NextUpdate
 
@@ -72,7 +72,7 @@ def forecast(
         reasons.append(f"off the hotpatch path: {baseline_detail}")
     if not facts.hotpatch_enabled:
         reasons.append(f"the Hotpatch license is {facts.hotpatch_feature_status or 'not set'}, not Enabled")
-    elif facts.enablement != "enabled":
+    elif facts.enablement != ENABLEMENT_ENABLED:
         reasons.append(f"hotpatchEnablementStatus is {facts.hotpatch_enablement_status}, not Enabled")
     if readiness is not None:
         if licensing_issue and not readiness.workaround_active:

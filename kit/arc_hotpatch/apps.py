@@ -13,7 +13,6 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
-PROJECT_APP = "function_app:app"  # the default --app
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # kit/arc_hotpatch/apps.py -> the repository (the app's folder)
 LOCAL_SETTINGS = "local.settings.json"
 _SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w]*(?:\.[A-Za-z_][\w]*)*):(?P<attribute>[A-Za-z_]\w*)$")
@@ -23,11 +22,15 @@ class AppError(ValueError):
     """An ``--app`` that cannot be served, or a ``local.settings.json`` that cannot be read; names which and why."""
 
 
+def _current_folder_on_path() -> None:
+    if os.getcwd() not in sys.path:  # as func start runs in the app's folder: its modules import from there
+        sys.path.insert(0, os.getcwd())
+
+
 def app_folder(spec: str) -> Path:
     """The folder of ``spec``'s module (where its ``local.settings.json`` is), found without importing it."""
     module = _parse(spec)[0]
-    if os.getcwd() not in sys.path:  # as func start runs in the app's folder: its modules import from there
-        sys.path.insert(0, os.getcwd())
+    _current_folder_on_path()
     try:
         found = importlib.util.find_spec(module)
     except (ImportError, ValueError) as exc:
@@ -37,9 +40,10 @@ def app_folder(spec: str) -> Path:
     return Path(found.origin).parent
 
 
-def is_project_app(spec: str) -> bool:
-    """``spec`` names the project's own app (its function_app.py), for which the fleet twin starts."""
-    return _parse(spec)[0] == "function_app" and app_folder(spec).resolve() == PROJECT_ROOT
+def is_project_app(spec: str, folder: Path) -> bool:
+    """``spec`` (found in ``folder``, ``app_folder``'s answer) names the project's own app, its function_app.py,
+    for which the fleet twin starts."""
+    return _parse(spec)[0] == "function_app" and folder.resolve() == PROJECT_ROOT
 
 
 def load_app(spec: str) -> Any:
@@ -47,7 +51,7 @@ def load_app(spec: str) -> Any:
     from .durable_host.functions import FunctionAppError
     from .durable_host.functions import load_app as import_app
 
-    app_folder(spec)
+    _current_folder_on_path()
     try:
         return import_app(spec)
     except FunctionAppError as exc:

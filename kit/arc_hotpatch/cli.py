@@ -429,8 +429,9 @@ def serve(
     started_at = parse_start(start)
     with restored_environment(prefix=""):  # local.settings.json's Values are app settings for this run only
         with _reported(AppError):
-            own_app = is_project_app(app_spec)
-            applied = apply_local_settings(app_folder(app_spec))
+            folder = app_folder(app_spec)
+            own_app = is_project_app(app_spec, folder)
+            applied = apply_local_settings(folder)
             served = load_app(app_spec)
         if applied:
             console.print(f"App settings from local.settings.json: {', '.join(sorted(applied))}")

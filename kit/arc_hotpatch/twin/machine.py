@@ -62,8 +62,6 @@ FEATURE_SETTLE_SECONDS = 120  # features other than Hotpatch (and disenrollment)
 DEFAULT_RUN_TIMEOUT_SECONDS = 5400  # Run Command's default script timeout (90 minutes)
 ARM_RUN_GRACE_SECONDS = 300  # ARM gives up on a run this long after the script's timeout
 
-# The KB a machine on a 2026 baseline revision has installed (core/baselines.json).
-_BASELINE_KBS = {32230: ("KB5073379",), 32698: ("KB5091157",)}
 _LOCATIONS = ("eastus", "westeurope", "southeastasia", "centralus", "northeurope")
 _AGENT_VERSIONS = ("1.56.03167.2461", "1.57.03189.2494", "1.58.03228.2572")
 RUN_COMMAND_HANDLER = ("Microsoft.CPlat.Core", "RunCommandHandlerWindows")
@@ -339,15 +337,16 @@ class SimulatedMachine:
         return "Server Core" if stable_unit(self._seed, "core", self.key) < 0.3 else "Server"
 
     def _hotfixes(self) -> tuple[str, ...]:
-        # Two October 2025 updates share 26100.6905: the installed KB, not the build, tells them apart.
+        """The KB of the baseline the machine runs (core/baselines.json). Two October 2025 updates share
+        26100.6905: the installed KB, not the build, tells them apart."""
+        from core.baselines import load_baselines
+
         if self.spec.build != 26100:
             return ()
-        if self.spec.revision == 6899:
-            return ("KB5066835",)
         if self.spec.revision == 6905:
             wsus = stable_unit(self._seed, "kb6905", self.key) < 0.7
             return ("KB5070893",) if wsus else ("KB5070881",)
-        return _BASELINE_KBS.get(self.spec.revision or 0, ())
+        return tuple(b.kb for b in load_baselines() if (b.build, b.revision) == (26100, self.spec.revision))
 
     def _initial_license_profile(self, started_at: datetime) -> LicenseProfile | None:
         spec = self.spec
