@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import requests
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenCredential
 from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import RequestsTransport
@@ -142,6 +143,17 @@ class ClockSleepingTransport(RequestsTransport):
         current_clock().sleep(duration)
 
 
+def transport_for(url: str, **options: Any) -> ClockSleepingTransport:
+    """The transport for requests to ``url``. A loopback service (the fleet twin, Azurite) is reached without
+    proxy or ``.netrc`` settings: requests would look them up in the environment and the home folder on every
+    request (a fifth of a request's client CPU), and no proxy stands between a process and its own host."""
+    if is_loopback_url(url):
+        session = requests.Session()
+        session.trust_env = False
+        return ClockSleepingTransport(session=session, session_owner=True, **options)
+    return ClockSleepingTransport(**options)
+
+
 MAX_SDK_WAIT_S = 20  # an activity waits at most this long in the SDK's own retries (see ActivityRetryPolicy)
 
 
@@ -176,7 +188,8 @@ def _client_options(connection: ArmConnection) -> dict[str, Any]:
         "base_url": connection.endpoint,
         "credential_scopes": connection.credential_scopes,
         # The transport is ours, so the CA goes to it (a client's own connection_verify reaches only its default one).
-        "transport": ClockSleepingTransport(**{"connection_verify": connection.ca_file} if connection.ca_file else {}),
+        "transport": transport_for(connection.endpoint,
+                                   **{"connection_verify": connection.ca_file} if connection.ca_file else {}),
         "retry_policy": ActivityRetryPolicy(),
     }
     return options

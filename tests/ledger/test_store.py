@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from activities.ledger_calls import ledger_table, read_entries, write_entry
+from activities.ledger_calls import ledger_table, ledger_write_all, read_entries, write_entry
 from core.facts import MachinePayloadError
-from core.ledger import LedgerEntry, LedgerSettingError, partition_filter
+from core.ledger import LedgerBatch, LedgerEntry, LedgerSettingError, partition_filter
 
 SUB = "00000000-0000-0000-0000-000000000001"
 MACHINE = f"/subscriptions/{SUB}/resourceGroups/rg-a/providers/Microsoft.HybridCompute/machines/web-01"
@@ -117,3 +117,12 @@ def test_concurrent_writes_are_fast(ledger: str) -> None:
     per_write_ms = elapsed / len(entries) * 1000
     print(f"{len(entries)} ledger writes on 8 threads: {elapsed:.2f} s, {per_write_ms:.2f} ms per write")
     assert per_write_ms < 50, "ledger writes must stay cheap"
+
+
+@pytest.mark.parametrize("changes", [["enable_hotpatch"], ["apply_changes", "enable_vsm", "reboot"]])
+def test_write_all_records_one_entry_or_a_transaction_of_several(ledger: str, changes: list[str]) -> None:
+    entries = [LedgerEntry.of(MACHINE, "rollout-1", "machine-web-01", change, "requested", at(2)) for change in changes]
+    assert ledger_write_all(LedgerBatch(entries).to_json()) == len(entries)
+    assert ledger_write_all(LedgerBatch(entries).to_json()) == len(entries)  # the activity ran twice: same entities
+    assert sorted(e.change for e in read_entries(MACHINE)) == sorted(changes)
+    assert ledger_write_all(LedgerBatch([]).to_json()) == 0

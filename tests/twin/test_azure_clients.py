@@ -19,6 +19,7 @@ from core.azure_clients import (
     close_clients,
     hybrid_compute_client,
     subscription_client,
+    transport_for,
 )
 from core.policy import Policy
 
@@ -115,6 +116,20 @@ def test_transport_sleeps_on_the_installed_clock(virtual_clock):
     transport.sleep(3600)  # the clock driver jumps the virtual clock
     assert (virtual_clock.now() - virtual).total_seconds() == 3600
     assert time.monotonic() - wall < 5
+
+
+def test_loopback_services_are_reached_without_proxy_settings(monkeypatch):
+    # A proxy in the environment applies to Azure, never to the twin or Azurite on this host.
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert transport_for("https://127.0.0.1:8443").session.trust_env is False
+    assert transport_for("http://localhost:10002/devstoreaccount1").session.trust_env is False
+    remote = transport_for("https://management.azure.com")
+    remote.open()
+    assert remote.session.trust_env is True
+    remote.close()
+    client = hybrid_compute_client(ArmConnection("https://127.0.0.1:9", StaticTokenCredential()), SUBSCRIPTION)
+    assert client._client._pipeline._transport.session.trust_env is False  # what the app's activities use
+    close_clients()
 
 
 def test_lro_polling_releases_a_virtual_clock_for_a_waiting_activity(contract):
