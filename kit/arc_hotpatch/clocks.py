@@ -18,12 +18,14 @@ import heapq
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from core.clock import Clock, SystemClock, current_clock, install_clock
 
-__all__ = ["DEFAULT_START", "Clock", "ScaledClock", "SystemClock", "VirtualClock", "current_clock", "install_clock"]
+__all__ = ["DEFAULT_START", "Clock", "MirroredClock", "ScaledClock", "SharedTime", "SystemClock", "VirtualClock",
+           "current_clock", "install_clock"]
 
 DEFAULT_START = datetime(2026, 1, 5, 8, 0, 0, tzinfo=UTC)
 
@@ -71,8 +73,13 @@ class VirtualClock:
     for the few threads that watch the clock (``wait_idle``, ``wait_change``).
     """
 
-    def __init__(self, start: datetime = DEFAULT_START) -> None:
+    def __init__(self, start: datetime = DEFAULT_START, on_advance: Callable[[datetime], None] | None = None) -> None:
+        """``on_advance(now)`` is called (under the clock's lock) each time time moves, before any sleeper wakes:
+        a clock in another process (``MirroredClock``) follows this one through it."""
         self._now = start
+        self._on_advance = on_advance
+        if on_advance is not None:
+            on_advance(start)
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._busy = 0
@@ -161,6 +168,8 @@ class VirtualClock:
         with self._lock:
             if when > self._now:
                 self._now = when
+                if self._on_advance is not None:
+                    self._on_advance(when)
             # Release exactly the sleepers whose deadline has come; the others stay parked.
             while self._sleepers and self._sleepers[0][0] <= self._now:
                 _, _, sleeper = heapq.heappop(self._sleepers)
@@ -171,3 +180,35 @@ class VirtualClock:
 
     def advance(self, seconds: float) -> None:
         self.advance_to(self.now() + timedelta(seconds=seconds))
+
+
+class SharedTime:
+    """A moment in shared memory (microseconds since the epoch, one 64-bit word): a ``VirtualClock`` in one process
+    publishes its time here (``on_advance=shared.set``) and a ``MirroredClock`` in another reads it."""
+
+    def __init__(self, context: Any) -> None:
+        self._micros = context.RawValue("q", 0)  # aligned 64-bit word: a read never sees half a write
+
+    def set(self, when: datetime) -> None:
+        self._micros.value = (when - _EPOCH) // _MICROSECOND
+
+    def get(self) -> datetime:
+        return _EPOCH + timedelta(microseconds=self._micros.value)
+
+
+class MirroredClock:
+    """The time of a ``VirtualClock`` in another process, read from ``SharedTime`` (the fleet twin's clock when it
+    runs in a process of its own under ``simulate``). It cannot sleep: only the driver's clock moves time."""
+
+    def __init__(self, shared: SharedTime) -> None:
+        self._shared = shared
+
+    def now(self) -> datetime:
+        return self._shared.get()
+
+    def sleep(self, seconds: float) -> None:
+        raise RuntimeError("a mirrored clock cannot sleep: the virtual clock it follows is in another process")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)

@@ -26,6 +26,7 @@ from .clocks import DEFAULT_START, Clock, SystemClock, VirtualClock
 from .durable_host import DurableHost
 from .twin import FleetTwin
 from .twin.fleet import Fleet
+from .twin.process import TwinProcess
 
 LOCAL_ROLLOUT_ID = "rollout-local"
 SIMULATION_TOKEN = "simulation-token"
@@ -51,7 +52,7 @@ def scoped_environment(values: Mapping[str, str | None]) -> Iterator[None]:
         _set_environment(saved)
 
 
-def twin_environment(twin: FleetTwin) -> contextlib.AbstractContextManager[None]:
+def twin_environment(twin: FleetTwin | TwinProcess) -> contextlib.AbstractContextManager[None]:
     """Point the app's ARM calls at the (started) twin for the duration: its URL, a token, and its CA certificate
     (the activities read these settings)."""
     assert twin.base_url, "the twin is not started"
@@ -88,7 +89,7 @@ def twin_scope(subscriptions: tuple[str, ...], twin_subscriptions: tuple[str, ..
     return tuple(known[s.lower()] for s in subscriptions)
 
 
-def simulation_policy(policy: Policy, twin: FleetTwin) -> Policy:
+def simulation_policy(policy: Policy, twin: FleetTwin | TwinProcess) -> Policy:
     """``policy`` pointed at the twin: its endpoint, and the policy's scope (default: every twin subscription)."""
     return replace(policy, arm_endpoint=twin.base_url or "",
                    subscriptions=twin_scope(policy.subscriptions, tuple(twin.subscription_ids)))
@@ -253,10 +254,12 @@ def run_simulation(
     ``throttling=False`` turns the twin's ARM token buckets off (the benchmark's critical-path pass);
     ``install_hotpatches``: then install this month's hotpatches (a second run); the report is that run's.
     """
-    clock = VirtualClock(start)
+    # The twin answers from a process of its own (the machine's other core), on this clock's time.
+    shared_time = TwinProcess.shared_time()
+    clock = VirtualClock(start, on_advance=shared_time.set)
     wall_start = time.perf_counter()
     virtual_start = clock.now()
-    twin = FleetTwin(fleet, clock, faults, throttling=throttling)
+    twin = TwinProcess(fleet, shared_time, faults, throttling=throttling)
     twin.start()
     try:
         with twin_environment(twin), ledger_environment():  # the audit ledger: Azurite unless configured
@@ -264,9 +267,9 @@ def run_simulation(
                 clock, simulation_policy(policy, twin), expected_machines=len(fleet.machines), progress=progress,
                 timeout_real_s=timeout_real_s, kinds=("enroll", "install") if install_hotpatches else ("enroll",),
             )
+        twin_metrics = twin.metrics()
     finally:
         twin.stop()
-    twin_metrics = twin.metrics()
     report["metrics"] = {
         "virtual_makespan_s": round((clock.now() - virtual_start).total_seconds(), 1),
         "wall_s": round(time.perf_counter() - wall_start, 3),
