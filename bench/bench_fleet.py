@@ -116,21 +116,11 @@ def lower_bound(
 # ---------------------------------------------------------------------------------- child
 
 
-def proc_status_kb(field: str) -> int:
-    """A ``/proc/self/status`` field in kB (VmHWM: peak RSS); 0 where /proc is unavailable."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _rss_kb(pid: int) -> int:
+def proc_status_kb(field: str, pid: int | str = "self") -> int:
+    """A ``/proc/<pid>/status`` field in kB (VmHWM: peak RSS, VmRSS: RSS now); 0 where it cannot be read."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except OSError:
         pass
@@ -158,7 +148,7 @@ class TreeRssSampler:
 
     def _run(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
-            self.peak_kb = max(self.peak_kb, sum(_rss_kb(pid) for pid in _process_tree(os.getpid())))
+            self.peak_kb = max(self.peak_kb, sum(proc_status_kb("VmRSS", pid) for pid in _process_tree(os.getpid())))
 
     def __enter__(self) -> TreeRssSampler:
         self._thread.start()

@@ -22,6 +22,7 @@ from .fleet import Fleet
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
+_SPAWN = multiprocessing.get_context("spawn")  # the parent has threads: never fork
 
 
 def _serve(fleet: Fleet, faults: Faults | str | None, throttling: bool, shared: SharedTime,
@@ -52,12 +53,11 @@ class TwinProcess:
     """``FleetTwin(fleet, clock, faults, throttling=...)`` served from a child process on a mirrored clock."""
 
     def __init__(self, fleet: Fleet, shared_time: SharedTime, faults: Faults | str | None = None, *,
-                 throttling: bool = True, context: Any = None) -> None:
+                 throttling: bool = True) -> None:
         self._fleet = fleet
         self._faults = faults
         self._throttling = throttling
         self._shared = shared_time
-        self._context = context or multiprocessing.get_context("spawn")  # the parent has threads: never fork
         self._process: Any = None
         self._commands: Connection | None = None
         self.base_url: str | None = None
@@ -66,7 +66,7 @@ class TwinProcess:
     @staticmethod
     def shared_time() -> SharedTime:
         """The shared moment to give both the driver's ``VirtualClock`` (``on_advance``) and this twin."""
-        return SharedTime(multiprocessing.get_context("spawn"))
+        return SharedTime(_SPAWN)
 
     @property
     def subscription_ids(self) -> tuple[str, ...]:
@@ -74,8 +74,8 @@ class TwinProcess:
 
     def start(self) -> str:
         """Start the child and wait until it serves; returns the base URL (RuntimeError names why it failed)."""
-        ours, theirs = self._context.Pipe()
-        process = self._context.Process(target=_serve, name="fleet-twin",
+        ours, theirs = _SPAWN.Pipe()
+        process = _SPAWN.Process(target=_serve, name="fleet-twin",
                                         args=(self._fleet, self._faults, self._throttling, self._shared, theirs),
                                         daemon=True)
         process.start()
