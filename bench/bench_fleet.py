@@ -1,8 +1,9 @@
 """Benchmark of the product's headline job: whole simulated rollouts, measured against their lower bound.
 
-Every configuration (fleet size x subscriptions x fleet mix) runs in a fresh child process, which
-makes two simulated rollouts of the same generated fleet with ``run_simulation`` (the real app on
-the local durable host, the real SDK clients over HTTP to the twin, the virtual clock):
+Every configuration (fleet size x subscriptions x fleet mix) makes two simulated rollouts of the same
+generated fleet with ``run_simulation`` (the real app on the local durable host, the real SDK clients
+over HTTP to the twin, the virtual clock), each in a fresh interpreter (so each pass's CPU time and peak
+RSS are its own; the table shows the rollout's):
 
 1. **the rollout** measured: the ``simulate`` policy (the default policy, reboot policy ``auto``)
    with ``--concurrency`` and ``--waves``;
@@ -41,6 +42,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -178,11 +180,11 @@ def outcomes(report: dict[str, Any]) -> dict[str, tuple[str, str, tuple[str, ...
             for row in report["machines"]}
 
 
-def run_config(machines: int, subscriptions: int, mix: str, seed: int, concurrency: int, waves: str,
-               timeout_real_s: float) -> dict[str, Any]:
-    """Both passes of one configuration in this process; the result row."""
+def run_pass(machines: int, subscriptions: int, mix: str, seed: int, concurrency: int, waves: str,
+             timeout_real_s: float, throttling: bool) -> dict[str, Any]:
+    """One pass (the rollout, or the critical paths with throttling off) in this process; its report."""
     sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "kit")]
-    import function_app  # noqa: F401  (imported before the runs: the app and the SDK are in every RSS)
+    import function_app  # noqa: F401  (imported before the run: the app and the SDK are in every RSS)
     from arc_hotpatch.cli import SIMULATE_BASE
     from arc_hotpatch.runner import run_simulation
     from arc_hotpatch.twin.fleet import generate_fleet
@@ -190,25 +192,26 @@ def run_config(machines: int, subscriptions: int, mix: str, seed: int, concurren
 
     fleet = generate_fleet(machines=machines, subscriptions=subscriptions, seed=seed, mix=mix)
     policy = replace(SIMULATE_BASE, concurrency=concurrency, waves=parse_waves(waves))
-    cpu_start = time.process_time()
-    report = run_simulation(fleet, policy, timeout_real_s=timeout_real_s)
-    rollout_cpu_s = time.process_time() - cpu_start
-    metrics = report["metrics"]
-    paths_report = run_simulation(fleet, policy, throttling=False, timeout_real_s=timeout_real_s)
-    bound = lower_bound(paths_report, concurrency, waves)
+    return run_simulation(fleet, policy, throttling=throttling, timeout_real_s=timeout_real_s)
+
+
+def result_row(report: dict[str, Any], paths_report: dict[str, Any], machines: int, subscriptions: int, mix: str,
+               args: argparse.Namespace) -> dict[str, Any]:
+    """One configuration's result row from its two passes' reports."""
+    bound = lower_bound(paths_report, args.concurrency, args.waves)
     problems = final_state_problems(report, machines)
     if outcomes(report) != outcomes(paths_report):
         differing = [key for key, value in outcomes(report).items() if outcomes(paths_report).get(key) != value]
         problems.append(f"{len(differing)} machine(s) ended differently without contention, e.g. {differing[:2]}")
+    metrics = report["metrics"]
     requests = metrics["arm_requests"]
     by_orchestrator = metrics["history_by_orchestrator"]
     machine_level = by_orchestrator.get(MACHINE_ORCHESTRATOR, {})
     makespan = metrics["virtual_makespan_s"]
     return {
-        "machines": machines, "subscriptions": subscriptions, "fleet": mix, "seed": seed,
-        "concurrency": concurrency, "waves": waves, "problems": problems,
-        "wall_s": metrics["wall_s"], "rollout_cpu_s_main_process": round(rollout_cpu_s, 1),
-        "virtual_makespan_s": makespan, **bound,
+        "machines": machines, "subscriptions": subscriptions, "fleet": mix, "seed": args.seed,
+        "concurrency": args.concurrency, "waves": args.waves, "problems": problems,
+        "wall_s": metrics["wall_s"], "virtual_makespan_s": makespan, **bound,
         "ratio": round(makespan / bound["bound_s"], 3) if bound["bound_s"] else None,
         "arm_requests": requests,
         "arm_requests_per_machine": round(requests / machines, 2),
@@ -227,46 +230,55 @@ def run_config(machines: int, subscriptions: int, mix: str, seed: int, concurren
 
 
 def child_main(args: argparse.Namespace) -> None:
+    """One pass; its report and peak RSS as JSON in ``--out``."""
     logging.basicConfig(level=logging.ERROR)  # the app and the SDK log per request at INFO
     with TreeRssSampler() as sampler:
-        try:
-            row = run_config(args.machines, int(args.subscriptions), args.fleets, args.seed, args.concurrency,
-                             args.waves, args.timeout)
-        except Exception as exc:  # a failed run is a result to report, not a crash of the benchmark
-            row = {"machines": args.machines, "subscriptions": int(args.subscriptions), "fleet": args.fleets,
-                   "problems": [f"{type(exc).__name__}: {exc}"]}
+        report = run_pass(args.machines, int(args.subscriptions), args.fleets, args.seed, args.concurrency,
+                          args.waves, args.timeout, throttling=args.pass_name == "rollout")
     # Peak RSS of the whole simulation: this process, the orchestrator worker, the twin's process and Azurite,
     # summed (at least this process's own peak plus its largest finished child's).
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    row["peak_rss_mb"] = round(max(sampler.peak_kb, proc_status_kb("VmHWM") + children.ru_maxrss) / 1024, 1)
-    print(json.dumps(row), flush=True)
+    peak_kb = max(sampler.peak_kb, proc_status_kb("VmHWM") + children.ru_maxrss)
+    Path(args.out).write_text(json.dumps({"report": report, "peak_rss_mb": round(peak_kb / 1024, 1)}))
 
 
 # ---------------------------------------------------------------------------------- parent
 
 
-def run_child(machines: int, subscriptions: int, mix: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One configuration in a fresh interpreter; adds its CPU time (with its workers') from ``os.wait4``."""
+def run_child(machines: int, subscriptions: int, mix: str, pass_name: str, args: argparse.Namespace,
+              out: Path) -> dict[str, Any]:
+    """One pass in a fresh interpreter (its peak RSS is its own); its output, and its CPU time (with its
+    workers') from ``os.wait4``."""
     command = [
-        sys.executable, str(Path(__file__).resolve()), "--child", "--machines", str(machines),
-        "--subscriptions", str(subscriptions), "--fleets", mix, "--seed", str(args.seed),
-        "--concurrency", str(args.concurrency), "--waves", args.waves, "--timeout", str(args.timeout),
+        sys.executable, str(Path(__file__).resolve()), "--child", pass_name, "--out", str(out),
+        "--machines", str(machines), "--subscriptions", str(subscriptions), "--fleets", mix,
+        "--seed", str(args.seed), "--concurrency", str(args.concurrency), "--waves", args.waves,
+        "--timeout", str(args.timeout),
     ]
-    started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    output = process.stdout.read()
-    process.stdout.close()
+    process = subprocess.Popen(command, cwd=REPO_ROOT)
     _, wait_status, usage = os.wait4(process.pid, 0)
     exit_status = os.waitstatus_to_exitcode(wait_status)
-    lines = [line for line in output.splitlines() if line.startswith("{")]
-    row: dict[str, Any] = json.loads(lines[-1]) if lines else {
-        "machines": machines, "subscriptions": subscriptions, "fleet": mix,
-        "problems": [f"no result line (exit status {exit_status})"],
-    }
-    row["exit_status"] = exit_status
+    if exit_status != 0 or not out.is_file():
+        raise RuntimeError(f"the {pass_name} pass exited with status {exit_status}")
+    result: dict[str, Any] = json.loads(out.read_text())
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime
+    return result
+
+
+def run_config(machines: int, subscriptions: int, mix: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Both passes of one configuration, each in its own interpreter; the result row."""
+    started = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-fleet-") as folder:
+            rollout = run_child(machines, subscriptions, mix, "rollout", args, Path(folder) / "rollout.json")
+            paths = run_child(machines, subscriptions, mix, "paths", args, Path(folder) / "paths.json")
+        row = result_row(rollout["report"], paths["report"], machines, subscriptions, mix, args)
+        row.update(peak_rss_mb=rollout["peak_rss_mb"], peak_rss_mb_paths_pass=paths["peak_rss_mb"],
+                   cpu_s_rollout=round(rollout["cpu_s"], 1), cpu_s_paths_pass=round(paths["cpu_s"], 1))
+    except Exception as exc:  # a failed run is a result to report, not a crash of the benchmark
+        row = {"machines": machines, "subscriptions": subscriptions, "fleet": mix,
+               "problems": [f"{type(exc).__name__}: {exc}"]}
     row["process_s"] = round(time.perf_counter() - started, 1)  # both passes
-    row["cpu_s_both_passes"] = round(usage.ru_utime + usage.ru_stime, 1)
     row["misses"] = target_misses(row)
     return row
 
@@ -290,7 +302,7 @@ def _hours(seconds: float | None) -> str:
 
 TABLE: list[tuple[str, str]] = [
     ("machines", "machines"), ("subscriptions", "subs"), ("fleet", "fleet"),
-    ("wall_s", "wall s"), ("cpu_s_both_passes", "CPU s (2 passes)"), ("peak_rss_mb", "peak RSS MB (all processes)"),
+    ("wall_s", "wall s"), ("cpu_s_rollout", "CPU s"), ("peak_rss_mb", "peak RSS MB (all processes)"),
     ("virtual_makespan_s", "makespan"), ("bound_s", "bound"), ("ratio", "makespan / bound"),
     ("naive_s", "naive"), ("arm_requests_per_machine", "ARM req/machine"), ("throttled_share", "429 share"),
     ("episodes_per_machine", "episodes/machine"), ("history_events_per_machine", "events/machine"),
@@ -348,7 +360,7 @@ def parent_main(args: argparse.Namespace) -> int:
             for machines in (int(s) for s in args.sizes.split(",")):
                 print(f"# {machines} machines, {subscriptions} subscription(s), {mix} fleet", file=sys.stderr,
                       flush=True)
-                row = run_child(machines, subscriptions, mix, args)
+                row = run_config(machines, subscriptions, mix, args)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 for problem in row.get("problems", []) + row["misses"]:
@@ -358,7 +370,7 @@ def parent_main(args: argparse.Namespace) -> int:
     print(text)
     if args.results:
         Path(args.results).write_text(text)
-    return 0 if all(not row.get("problems") and not row["misses"] and row["exit_status"] == 0 for row in rows) else 1
+    return 0 if all(not row.get("problems") and not row["misses"] for row in rows) else 1
 
 
 def main() -> None:
@@ -371,10 +383,11 @@ def main() -> None:
     parser.add_argument("--waves", default="100%", help="rollout waves (default 100%%)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="real seconds per pass (default 3600)")
     parser.add_argument("--results", help="write the markdown results here (e.g. bench/results.md)")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", dest="pass_name", choices=("rollout", "paths"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--machines", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
+    if args.pass_name:
         child_main(args)
         return
     sys.exit(parent_main(args))

@@ -431,9 +431,9 @@ class Window:
         ])
         self.state = replace(self.state, seen_since=_iso(self.now))
         in_flight = len(self.state.in_flight)
-        for record in (InstanceView.from_json(r) for r in records):
-            if isinstance(record.output, dict) and "row" in record.output:
-                self._finished(MachineDone.from_json(record.output))
+        outputs = [InstanceView.from_json(r).output for r in records]
+        self._finished([MachineDone.from_json(output) for output in outputs
+                        if isinstance(output, dict) and "row" in output])
         news = len(self.state.in_flight) < in_flight
         self.state = replace(self.state, poll_s=POLL_S if news else min(MAX_POLL_S, 2 * (self.state.poll_s or POLL_S)))
         (rollout_view,) = [InstanceView.from_json(r) for r in rollout]
@@ -466,37 +466,52 @@ class Window:
                 f"wave {grant.wave + 1}: {mine + grant.escalated_elsewhere} escalated, more than "
                 f"{self.policy.guardrail:.0%} of at most {grant.size_hi} machines"))
 
-    def _finished(self, done: MachineDone) -> None:
+    def _finished(self, dones: list[MachineDone]) -> None:
+        """Take the machines in ``dones`` out of the window and count their outcomes (one pass over the machines
+        in flight, however many ended: a poll may bring hundreds of records)."""
         state = self.state
-        entry = next((f for f in state.in_flight if f.instance_id == done.instance_id
-                      and (f.kind == "assess") == done.assess_only), None)
-        if entry is None:
-            return  # read before (records are read back a little), or from an earlier run of this machine
-        # Report the machine under the id this window listed (another trigger may spell it differently).
-        row = replace(done.row, id=entry.machine_id)
-        escalated = int(row.state == FinalState.ESCALATED.value)
-        changes: dict[str, Any] = {"in_flight": [f for f in state.in_flight if f is not entry]}
-        if done.deferred and not entry.attached:
-            again = _iso(self.now + timedelta(seconds=self.policy.disconnected_grace))
-            self.state = replace(state, deferred=[*state.deferred, [entry.machine_id, again]], **changes)
+        waiting: dict[tuple[str, bool], InFlight] = {}
+        for flight in state.in_flight:
+            waiting.setdefault((flight.instance_id, flight.kind == "assess"), flight)
+        ended: set[int] = set()  # id() of the entries that ended
+        rows: list[ReportRow] = []
+        deferred, assessed, queued, changeable = list(state.deferred), state.assessed, state.queued, state.changeable
+        granted, members_done, escalated = state.granted, state.members_done, state.escalated
+        for done in dones:
+            entry = waiting.pop((done.instance_id, done.assess_only), None)
+            if entry is None:
+                continue  # read before (records are read back a little), or from an earlier run of this machine
+            ended.add(id(entry))
+            # Report the machine under the id this window listed (another trigger may spell it differently).
+            row = replace(done.row, id=entry.machine_id)
+            escalation = int(row.state == FinalState.ESCALATED.value)
+            if done.deferred and not entry.attached:
+                deferred.append([entry.machine_id, _iso(self.now + timedelta(seconds=self.policy.disconnected_grace))])
+                continue
+            if entry.kind in ("assess", "full"):
+                assessed += 1
+            if entry.attached:
+                # Someone else's run: its outcome is reported; it belongs to none of our waves, but a change run's
+                # place in its wave is used up.
+                if entry.kind == "change":
+                    members_done = _bump(members_done, entry.wave)
+                    escalated = _bump(escalated, entry.wave, escalation)
+            elif done.queued:
+                queued, changeable = queued + 1, changeable + 1
+                continue
+            elif entry.kind == "change" or (entry.kind == "full" and done.member):
+                if entry.kind == "full":
+                    changeable, granted = changeable + 1, _bump(granted, entry.wave)
+                members_done = _bump(members_done, entry.wave)
+                escalated = _bump(escalated, entry.wave, escalation)
+            rows.append(row)
+        if not ended:
             return
-        if entry.kind in ("assess", "full"):
-            changes["assessed"] = state.assessed + 1
-        if entry.attached:
-            # Someone else's run: its outcome is reported; it belongs to none of our waves, but a change run's
-            # place in its wave is used up.
-            if entry.kind == "change":
-                changes.update(members_done=_bump(state.members_done, entry.wave),
-                               escalated=_bump(state.escalated, entry.wave, escalated))
-        elif done.queued:
-            self.state = replace(state, queued=state.queued + 1, changeable=state.changeable + 1, **changes)
-            return
-        elif entry.kind == "change" or (entry.kind == "full" and done.member):
-            if entry.kind == "full":
-                changes.update(changeable=state.changeable + 1, granted=_bump(state.granted, entry.wave))
-            changes.update(members_done=_bump(state.members_done, entry.wave),
-                           escalated=_bump(state.escalated, entry.wave, escalated))
-        self.state = replace(state, finished=state.finished.plus([row]), **changes)
+        self.state = replace(
+            state, in_flight=[f for f in state.in_flight if id(f) not in ended], deferred=deferred,
+            assessed=assessed, queued=queued, changeable=changeable, granted=granted, members_done=members_done,
+            escalated=escalated, finished=state.finished.plus(rows) if rows else state.finished,
+        )
 
     def _look(self) -> Steps:
         """Read the machines that may end without a record (someone else's; any, now and then, to reconcile)."""
@@ -526,7 +541,7 @@ class Window:
             with contextlib.suppress(Exception):  # it exists already: the machine recorded it after all
                 yield self.context.call_sub_orchestrator(ROLLOUT_RECORD, done.to_json(), outcome_record_id(
                     self.instance_id, queued, entry.instance_id, deferred))
-            self._finished(done)
+            self._finished([done])
 
     # --- the end ------------------------------------------------------------------------------------------
 
