@@ -30,6 +30,7 @@ from core.contracts import (
     StartedMachines,
     StartMachines,
     WindowState,
+    record_content,
 )
 from core.ledger import changes_made
 from core.schedule import parse_utc
@@ -115,6 +116,7 @@ async def read_records(query: RecordQuery, client: df.DurableOrchestrationClient
     since = parse_utc(query.since) if query.since else None
     statuses = await client.get_status_by(created_time_from=since, instance_id_prefix=query.prefix,
                                           runtime_status=[OrchestrationRuntimeStatus.Completed])
-    views = [InstanceView(s.instance_id, s.runtime_status.value, None, s.output,
+    # The view's output is the record (its input).
+    views = [InstanceView(s.instance_id, s.runtime_status.value, None, record_content(s.input_, s.output),
                           s.created_time.isoformat() if s.created_time else "") for s in statuses]
     return sorted(views, key=lambda v: (v.created_time, v.instance_id))

@@ -464,6 +464,11 @@ class MachineDone(Contract):
     deferred: bool = False  # read Disconnected: the window starts it again after the grace period (row not final)
 
 
+def record_content(input_value: Any, output: Any) -> Any:
+    """What a ``rollout_record`` holds: its input (records of earlier versions also returned it as output)."""
+    return input_value if input_value is not None else output
+
+
 @dataclass(frozen=True)
 class RecordQuery(Contract):
     """The records under ``prefix`` created at or after ``since`` (ISO; empty: all of them)."""

@@ -97,9 +97,10 @@ def _iso(moment: datetime) -> str:
 
 @bp.function_name(ROLLOUT_RECORD)
 @bp.orchestration_trigger(context_name="context")
-def rollout_record(context: df.DurableOrchestrationContext) -> Any:
-    """A record: its output is its input, kept by the durable store under an id its window enumerates."""
-    return context.get_input()
+def rollout_record(context: df.DurableOrchestrationContext) -> None:
+    """A record: its input, kept by the durable store under an id its window enumerates. It returns nothing: a
+    copy as its output would double what every read of the records carries (and the recording parent's history)."""
+    return None
 
 
 # --- the rollout ---------------------------------------------------------------------------------------

@@ -28,7 +28,16 @@ import azure.functions as func
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
 from core.clock import current_clock
-from core.contracts import ENROLL, INSTALL, ROLLOUT_ORCHESTRATOR, MachineDone, MachineInput, RecordPage, RolloutState
+from core.contracts import (
+    ENROLL,
+    INSTALL,
+    ROLLOUT_ORCHESTRATOR,
+    MachineDone,
+    MachineInput,
+    RecordPage,
+    RolloutState,
+    record_content,
+)
 from core.facts import MachinePayloadError, parse_machine_id
 from core.policy import (
     NarrowingError,
@@ -280,7 +289,8 @@ def rows_of_records(records: list[Any]) -> list[dict[str, Any]]:
     """The report rows in a window's records: a machine's outcome (queued ones are not final), halted pages."""
     rows: list[dict[str, Any]] = []
     for record in records:
-        output = record.output if isinstance(record.output, dict) else {}
+        content = record_content(record.input_, record.output)
+        output = content if isinstance(content, dict) else {}
         if "row" in output and not output.get("queued") and not output.get("deferred"):
             rows.append(MachineDone.from_json(output).row.to_json())
         elif "rows" in output:

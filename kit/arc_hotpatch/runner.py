@@ -224,7 +224,7 @@ def history_by_orchestrator(host: DurableHost, per_instance: dict[str, dict[str,
     ``per_instance`` is ``host.metrics()["history_events"]`` (instance id -> stats); an
     instance that continued as new counts once, with its largest history of any execution.
     """
-    names = {status["instanceId"]: status["name"] for status in host.list_instances(show_input=False)}
+    names = host.orchestrator_names()
     grouped: dict[str, dict[str, int]] = {}
     for instance_id, stats in per_instance.items():
         entry = grouped.setdefault(

@@ -66,10 +66,14 @@ def test_a_canary_that_escalates_halts_the_rest_which_stay_unchanged() -> None:
 def test_one_escalation_in_a_final_wave_under_the_guardrail_halts_nothing() -> None:
     groups = [{"count": 4, "machine": {"name": "m", "os_version": OLD}},
               {"machine": {"name": "fails", "os_version": OLD, "enable_outcome": "fail"}}]
-    with rolled_out(groups, waves="100%", guardrail=0.3) as (report, _, twin):
+    with rolled_out(groups, waves="100%", guardrail=0.3) as (report, metrics, twin):
         snapshots = {m.name: m for m in twin.machines()}
     rows = {row["name"]: row for row in report["machines"]}
     assert report["rollout"]["phase"] == "completed"
+    # The bench's history sizes by orchestrator: every instance counted once, under its function's name.
+    grouped = metrics["history_by_orchestrator"]
+    assert grouped["machine_orchestrator"]["instances"] == 5 and grouped["rollout_orchestrator"]["instances"] == 1
+    assert sum(entry["instances"] for entry in grouped.values()) == len(metrics["history_events"])
     assert (rows["fails"]["state"], rows["fails"]["reason"]) == ("escalated", "enable_failed")  # 1 of 5 < 30%
     assert all(rows[f"m-{n}"]["state"] == "hotpatch_enabled" for n in range(1, 5))
     assert all(snapshots[f"m-{n}"].hotpatch_status == "Enabled" for n in range(1, 5))

@@ -217,6 +217,11 @@ class DurableHost:
     ) -> list[dict[str, Any]]:
         return self._management.list_instances(runtime_status, created_from, created_to, instance_id_prefix, show_input)
 
+    def orchestrator_names(self) -> dict[str, str]:
+        """Every instance's orchestrator function name by instance id (no status rendered: cheap for many)."""
+        with self._sync.lock:
+            return {instance_id: instance.name for instance_id, instance in self._store.instances.items()}
+
     def purge(self, instance_id: str) -> int:
         """Delete a finished instance's state and history; returns the number deleted (0 or 1)."""
         return self._management.purge(instance_id)

@@ -9,6 +9,7 @@ no nulls, read-only properties filled in the way ARM fills them, secrets
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -237,7 +238,8 @@ def parse_run_command(body: Any) -> RunRequest:
             "InvalidParameter",
             "Exactly one of 'script', 'scriptUri' or 'commandId' must be specified in 'properties.source'.",
         )
-    clean_source = {given[0]: source[given[0]]}
+    # Thousands of runs of the same few scripts: one copy of each text, not one per execution kept.
+    clean_source = {given[0]: sys.intern(source[given[0]])}
     if isinstance(source.get("scriptUriManagedIdentity"), dict):
         clean_source["scriptUriManagedIdentity"] = source["scriptUriManagedIdentity"]
     asynchronous = properties.get("asyncExecution", False)
