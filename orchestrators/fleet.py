@@ -470,6 +470,8 @@ class Window:
     def _finished(self, dones: list[MachineDone]) -> None:
         """Take the machines in ``dones`` out of the window and count their outcomes (one pass over the machines
         in flight, however many ended: a poll may bring hundreds of records)."""
+        if not dones:
+            return
         state = self.state
         waiting: dict[tuple[str, bool], InFlight] = {}
         for flight in state.in_flight:
