@@ -290,11 +290,11 @@ def rows_of_records(records: list[Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for record in records:
         content = record_content(record.input_, record.output)
-        output = content if isinstance(content, dict) else {}
-        if "row" in output and not output.get("queued") and not output.get("deferred"):
-            rows.append(MachineDone.from_json(output).row.to_json())
-        elif "rows" in output:
-            rows.extend(row.to_json() for row in RecordPage.from_json(output).rows)
+        record_json = content if isinstance(content, dict) else {}
+        if "row" in record_json and not record_json.get("queued") and not record_json.get("deferred"):
+            rows.append(MachineDone.from_json(record_json).row.to_json())
+        elif "rows" in record_json:
+            rows.extend(row.to_json() for row in RecordPage.from_json(record_json).rows)
     return rows
 
 

@@ -403,8 +403,11 @@ def test_output_keeps_the_last_4_kb():
 @pytest.mark.parametrize("pending", [False, True])
 def test_assess_patches_is_a_long_running_operation_the_sdk_polls_to_its_result(make_twin, pending):
     harness, driver = machine(make_twin, reboot_pending=pending)
-    poller = driver.client.machines.begin_assess_patches("rg-arc-servers", "m", polling_interval=5)
-    harness.wait_for(poller.done, within_s=600, step_s=5)
+    # Polled in this thread (the harness's polling): a poller thread's request in flight would let this thread's
+    # own waits run the virtual clock past the operation's end before the SDK saw it.
+    started = harness.clock.now()
+    poller = driver.client.machines.begin_assess_patches("rg-arc-servers", "m", polling=harness.polling())
+    assert poller.done() and (harness.clock.now() - started).total_seconds() <= 600
     result = poller.result()
     assert (result.status, result.reboot_pending, result.os_type) == ("Succeeded", pending, "Windows")
     assert result.available_patch_count_by_classification.security is not None
