@@ -67,6 +67,16 @@ class TwinHarness:
         """Let ``seconds`` of virtual time pass (the clock driver advances the clock)."""
         self.clock.sleep(seconds)
 
+    def lro_result(self, begin: Callable[..., Any], *, within_s: float) -> Any:
+        """Run a ``begin_*`` call to its result, polled in this thread (``polling()``), within ``within_s`` virtual
+        seconds. A poller thread of its own would race: while its request is in flight, this thread's waits would
+        run the virtual clock past the operation's end before the SDK saw it."""
+        started = self.clock.now()
+        poller = begin(polling=self.polling())
+        waited = (self.clock.now() - started).total_seconds()
+        assert poller.done() and waited <= within_s, f"not done within {within_s:.0f} virtual seconds ({waited:.0f})"
+        return poller.result()
+
     def wait_for(self, condition: Callable[[], bool], *, within_s: float, step_s: float = 30) -> float:
         """Poll ``condition`` every ``step_s`` virtual seconds; returns the virtual seconds it took."""
         start = self.clock.now()

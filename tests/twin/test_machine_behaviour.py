@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pytest
@@ -403,12 +404,8 @@ def test_output_keeps_the_last_4_kb():
 @pytest.mark.parametrize("pending", [False, True])
 def test_assess_patches_is_a_long_running_operation_the_sdk_polls_to_its_result(make_twin, pending):
     harness, driver = machine(make_twin, reboot_pending=pending)
-    # Polled in this thread (the harness's polling): a poller thread's request in flight would let this thread's
-    # own waits run the virtual clock past the operation's end before the SDK saw it.
-    started = harness.clock.now()
-    poller = driver.client.machines.begin_assess_patches("rg-arc-servers", "m", polling=harness.polling())
-    assert poller.done() and (harness.clock.now() - started).total_seconds() <= 600
-    result = poller.result()
+    result = harness.lro_result(partial(driver.client.machines.begin_assess_patches, "rg-arc-servers", "m"),
+                                within_s=600)
     assert (result.status, result.reboot_pending, result.os_type) == ("Succeeded", pending, "Windows")
     assert result.available_patch_count_by_classification.security is not None
     operations = harness.twin.metrics()["arm_requests_by_operation"]
@@ -446,9 +443,8 @@ def test_the_readiness_script_reports_only_the_kbs_it_is_asked_about_and_its_fir
 def _install(harness, driver, **parameters):
     windows = {"classificationsToInclude": ["Critical", "Security"], "excludeKbsRequiringReboot": True}
     body = {"maximumDuration": "PT2H", "rebootSetting": "Never", "windowsParameters": windows} | parameters
-    poller = driver.client.machines.begin_install_patches("rg-arc-servers", "m", body, polling_interval=30)
-    harness.wait_for(poller.done, within_s=1800, step_s=30)
-    return poller.result()
+    return harness.lro_result(partial(driver.client.machines.begin_install_patches, "rg-arc-servers", "m", body),
+                              within_s=1800)
 
 
 PATCH_TUESDAY = datetime(2026, 2, 10, 9, tzinfo=UTC)
