@@ -358,6 +358,14 @@ class ServeProcess:
             found |= {k: m.group(1) for k, p in patterns.items() if k not in found and (m := re.search(p, line))}
         return found
 
+    def output_after_exit(self) -> str:
+        """Every line it printed, once it has exited (what ``wait_for`` did not read included)."""
+        assert self.process.poll() is not None, "serve is still running"
+        with contextlib.suppress(queue.Empty):  # the reading thread has the last lines within moments of the exit
+            while True:
+                self.printed.append(self._lines.get(timeout=0.5))
+        return "".join(self.printed)
+
     def stop(self) -> None:
         self.process.terminate()  # this process only, by its pid
         try:

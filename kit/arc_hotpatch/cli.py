@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -501,7 +502,17 @@ def _write_report(path: Path | None, report: dict[str, Any], html: Path | None =
         console.print(f"Report written to {target}")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill <pid>``, a service manager): the same orderly stop as Ctrl-C, so ``serve`` and ``twin``
+    stop the twin, the host and Azurite and remove their temp files, and ``simulate`` stops its servers."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     # Escalations also appear in the summary; HOTPATCH_LOG_LEVEL=INFO shows every step's log line.
     logging.basicConfig(
         level=os.environ.get("HOTPATCH_LOG_LEVEL", "ERROR").upper(),
@@ -509,5 +520,7 @@ def main() -> None:
     )
     try:
         app()
+    except Terminated:
+        sys.exit(128 + signal.SIGTERM)
     except KeyboardInterrupt:
         sys.exit(130)

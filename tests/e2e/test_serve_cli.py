@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import requests
 
 from arc_hotpatch.twin.fleet import subscription_ids_for
@@ -25,7 +26,8 @@ def test_serve_runs_a_dry_run_over_http() -> None:
         found = serve.wait_for({
             "base": r"listening on (http://127\.0\.0\.1:\d+)", "twin": r"^Fleet twin: (https://127\.0\.0\.1:\d+)$",
             "ca_file": r"^\s+CA certificate: (\S+)$", "subscription": r"^\s+subscription ([0-9a-f-]{36})\s*$",
-            "outside": r"^\s+subscription ([0-9a-f-]{36})\s+\(out of scope"}, STARTUP_S)
+            "outside": r"^\s+subscription ([0-9a-f-]{36})\s+\(out of scope",
+            "ledger": r"Audit ledger: Azurite table service (http://127\.0\.0\.1:\d+)"}, STARTUP_S)
         printed = serve.printed
 
         assert (found["subscription"], found["outside"]) == (in_scope, out_of_scope), "".join(printed)
@@ -83,3 +85,11 @@ def test_serve_runs_a_dry_run_over_http() -> None:
                 row["name"], profile.text)
     finally:
         serve.stop()
+    # SIGTERM (kill <pid>, as a service manager stops it) is an orderly stop, like Ctrl-C: the host, the twin and
+    # Azurite stop, and the twin's CA file (serve's own, in the temp folder) is removed.
+    printed = serve.output_after_exit()
+    assert serve.process.returncode == 0, printed
+    assert "Stopping the local durable host." in printed
+    assert not os.path.exists(found["ca_file"]), found["ca_file"]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(found["ledger"], timeout=5)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -47,6 +49,7 @@ def test_the_twin_process_answers_on_the_driver_clock_and_stops_by_pid() -> None
     twin = TwinProcess(fleet, shared)
     url = twin.start()
     pid = twin._process.pid
+    ca_file = twin.ca_file
     try:
         assert url.startswith("https://127.0.0.1:") and twin.ca_file and os.path.exists(twin.ca_file)
         assert twin.subscription_ids == fleet.subscription_ids
@@ -65,7 +68,17 @@ def test_the_twin_process_answers_on_the_driver_clock_and_stops_by_pid() -> None
         twin.stop()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # gone: stopped (and reaped) by its process id
+    assert not os.path.exists(ca_file), "the process's own CA file (the default) goes with it"
     twin.stop()  # idempotent
+
+
+def test_a_ca_file_the_operator_named_outlives_the_process(tmp_path) -> None:
+    named = tmp_path / "twin-ca.pem"
+    code = f"from arc_hotpatch.twin.tls import twin_tls; twin_tls({str(named)!r}); print(twin_tls().ca_file)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    default = done.stdout.strip()
+    assert default.endswith(".pem") and not os.path.exists(default), "the default file is removed at exit"
+    assert named.read_text().startswith("-----BEGIN CERTIFICATE-----"), "a named --ca-file stays"
 
 
 def test_a_twin_process_that_cannot_start_says_why() -> None:

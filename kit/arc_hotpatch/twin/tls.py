@@ -5,6 +5,8 @@ can call the twin with ``connection_verify=<the CA file>`` and curl with ``--cac
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import ssl
 import tempfile
@@ -43,8 +45,27 @@ def _process_authority() -> tuple[trustme.CA, trustme.LeafCert]:
 
 
 def default_ca_file() -> Path:
-    """Where the CA certificate goes without ``--ca-file``: the temp folder, one file per process."""
+    """Where the CA certificate goes without ``--ca-file``: the temp folder, one file per process (removed when
+    the process exits)."""
     return Path(tempfile.gettempdir()) / f"arc-hotpatch-twin-ca-{os.getpid()}.pem"
+
+
+_removed_at_exit: set[Path] = set()
+
+
+def _remove_at_exit(path: Path) -> None:
+    """The default CA file is this process's own: without this, every simulate, serve and test run would leave
+    one file in the temp folder. A ``--ca-file`` the operator named stays."""
+    with _lock:
+        if path in _removed_at_exit:
+            return
+        _removed_at_exit.add(path)
+    atexit.register(_unlink, path)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
 
 
 def twin_tls(ca_file: str | Path | None = None) -> TwinTls:
@@ -57,6 +78,8 @@ def twin_tls(ca_file: str | Path | None = None) -> TwinTls:
     except OSError as exc:
         raise CaFileError(f"--ca-file {path}: cannot write the twin's CA certificate there ({exc.strerror or exc})") \
             from None
+    if not ca_file:
+        _remove_at_exit(path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     leaf.configure_cert(context)
     return TwinTls(path, context)
