@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import random
 from pathlib import Path
 from types import ModuleType
 
@@ -50,8 +51,6 @@ def test_three_rounds_take_the_three_shortest_of_the_seven_longest() -> None:
 
 @pytest.mark.parametrize("seed", range(12))
 def test_no_schedule_beats_it_and_it_is_never_weaker_than_the_sum_bound(seed: int) -> None:
-    import random
-
     rng = random.Random(seed)
     slots = rng.randint(1, 3)
     paths = [float(rng.randint(1, 20)) for _ in range(rng.randint(1, 7))]
