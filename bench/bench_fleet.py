@@ -368,7 +368,7 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
         lines.append(
             f"- {label}: bound = max(waves {_hours(row['bound_waves_s'])}, concurrency"
             f" {_hours(row['bound_concurrency_s'])}, ARM {_hours(row['bound_arm_s'])}), slot bound"
-            f" {_hours(row.get('bound_slots_s'))}; longest path"
+            f" {_hours(row['bound_slots_s'])}; longest path"
             f" {row['longest_path_s'] / 60:.1f} min, mean {row['mean_path_s'] / 60:.1f} min; requests "
             + ", ".join(f"{op} {n}" for op, n in sorted(row["arm_requests_per_machine_by_operation"].items()))
             + "; largest history " + ", ".join(f"{name} {n}" for name, n in row["max_history_by_orchestrator"].items())
