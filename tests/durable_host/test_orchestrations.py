@@ -371,6 +371,23 @@ def test_a_host_that_keeps_no_finished_histories_keeps_outcomes_and_metrics(make
     assert host.metrics()["executions"] == 3 + 1 and host.metrics()["max_history_events"] > 0
 
 
+@pytest.mark.parametrize("name, given", [("custom_status", None), ("counter", 0)])
+def test_a_finished_instance_packed_answers_its_status_as_one_kept_whole(make_host, name, given):
+    statuses = []
+    for keep in (True, False):
+        host = make_host(keep_finished_histories=keep)
+        instance_id = host.start_new(name, "packed", given)
+        if name == "custom_status":
+            host.run_until_idle()
+            host.raise_event(instance_id, "Go", {"data": [1, "two"]})
+        statuses.append(host.run_until_complete([instance_id])[instance_id])
+        assert (host._store.instances[instance_id].packed is None) == keep  # kept whole, or compressed
+        assert host.get_status(instance_id) == statuses[-1]
+    kept, packed = statuses
+    assert packed == kept and kept["runtimeStatus"] == "Completed" and kept["output"] is not None
+    assert (kept["customStatus"] is not None) == (name == "custom_status")
+
+
 def test_continue_as_new_carries_over_events_received_after_it(make_host):
     # Three events in one batch: the first completes the wait and the orchestrator continues
     # as new; DTFx (BehaviorOnContinueAsNew.Carryover) hands the later two to the next execution.

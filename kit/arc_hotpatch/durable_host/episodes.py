@@ -371,10 +371,12 @@ class EpisodeRunner:
             effect()
 
     def _forget_if_told(self, instance: Instance) -> None:
-        """A finished instance's events, dropped when the host keeps no finished histories (its outcome stays)."""
+        """A finished instance's events, dropped when the host keeps no finished histories (its outcome stays,
+        packed)."""
         if not self.settings.keep_finished_histories:
             instance.history, instance.history_json = [], []
             instance.previous_histories.clear()
+            instance.pack()
 
     def _schedule(
         self, instance: Instance, work: ScheduledWork, now: datetime, side_effects: list[Callable[[], None]]
@@ -445,7 +447,7 @@ class EpisodeRunner:
         instance.status = CONTINUED_AS_NEW
         instance.input_text = input_text
         if self.settings.keep_finished_histories:
-            instance.previous_histories.append(instance.history)
+            instance.keep_previous(instance.history)
         instance.history = []
         instance.history_json = []
         instance.waiting_on = []
