@@ -73,7 +73,7 @@ class PendingTimer:
     fire_at_text: str = field(compare=False)
 
 
-@dataclass
+@dataclass(slots=True)  # slots: one per orchestration, tens of thousands in a large simulation
 class Instance:
     """An orchestration instance: its current execution's state and history, and its inbox."""
 

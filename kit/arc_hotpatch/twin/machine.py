@@ -126,7 +126,7 @@ class LicenseProfileChange:
     features: Any = ABSENT  # list of (name, subscriptionStatus or None)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LicenseWrite:
     """One license profile write as the twin received it (for tests and reports)."""
 
@@ -138,7 +138,7 @@ class LicenseWrite:
     dropped_software_assurance: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RunRequest:
     """A validated Run Command PUT body."""
 
@@ -155,7 +155,7 @@ class RunRequest:
     script_name: str | None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)  # slots: tens of thousands of runs in a large simulation
 class RunCommand:
     """One execution of a run command resource (a PUT); a reused name makes a new one."""
 
