@@ -10,7 +10,13 @@ import pytest
 
 from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.durable_host import DurableHost
-from arc_hotpatch.durable_host.store import Instance, InstanceStore, _has_successor, _prefix_successor
+from arc_hotpatch.durable_host.store import (
+    PREVIOUS_HISTORIES_KEPT,
+    Instance,
+    InstanceStore,
+    _has_successor,
+    _prefix_successor,
+)
 
 
 def _scan(
@@ -125,3 +131,11 @@ def test_the_id_range_of_a_prefix_ends_at_its_successor(prefix: str, successor: 
     if successor is not None:
         assert _prefix_successor(prefix) == successor
         assert prefix + "\U0010ffff" * 3 < successor
+
+
+def test_an_instance_keeps_the_histories_of_its_last_executions_only():
+    instance = Instance("i", "orchestrator", None, "e0", None, datetime(2026, 12, 1))
+    for execution in range(PREVIOUS_HISTORIES_KEPT + 3):
+        instance.keep_previous([{"execution": execution}])
+    kept = [history[0]["execution"] for history in instance.previous_histories]
+    assert kept == list(range(3, PREVIOUS_HISTORIES_KEPT + 3))  # the oldest three dropped, in order
