@@ -372,10 +372,9 @@ class EpisodeRunner:
 
     def _forget_if_told(self, instance: Instance) -> None:
         """A finished instance's events, dropped when the host keeps no finished histories (its outcome stays,
-        packed)."""
+        packed; no previous histories were kept either: ``_continue_as_new`` keeps them only when told)."""
         if not self.settings.keep_finished_histories:
             instance.history, instance.history_json = [], []
-            instance.previous_histories.clear()
             instance.pack()
 
     def _schedule(
