@@ -187,3 +187,18 @@ def test_final_history_replays_to_the_recorded_output(recorded):
             assert state.get("output") == status["output"], instance_id
         else:
             assert status["output"].endswith(state["error"]) or state["error"] in status["output"]
+
+
+def test_handles_share_the_sdk_executors_payload_type_and_still_replay_alike(recorded):
+    # The host memoizes the namedtuple the SDK's executor defines on every handle call: one class for all.
+    from azure.durable_functions.models.TaskOrchestrationExecutor import TaskOrchestrationExecutor
+
+    first, second = TaskOrchestrationExecutor(), TaskOrchestrationExecutor()
+    first_types = {type(payload) for payload in first.event_to_SetTaskValuePayload.values()}
+    assert first_types == {type(payload) for payload in second.event_to_SetTaskValuePayload.values()}
+    assert len(first_types) == 1 and first_types.pop()._fields == ("is_success", "task_id_key")
+    host, _ids = recorded
+    record = host.episode_log()[-1]
+    name = json.loads(record.context_json)["history"][1]["Name"]
+    again = _call_handle(host, name, record.context_json)
+    assert _call_handle(host, name, record.context_json) == again == record.state

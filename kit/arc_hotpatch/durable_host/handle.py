@@ -43,9 +43,20 @@ def _memoize_sdk_timestamp_parsing() -> None:
         history_event_module.dt_parse = functools.lru_cache(maxsize=1 << 16)(parse)
 
 
+def _memoize_sdk_executor_payload_type() -> None:
+    """Every handle call builds a ``TaskOrchestrationExecutor``, whose ``__init__`` defines the same
+    ``namedtuple`` class anew (a tenth of replay time). The class is immutable and depends on its
+    arguments alone, so handing back the one made first changes no result."""
+    executor_module = importlib.import_module("azure.durable_functions.models.TaskOrchestrationExecutor")
+    make = executor_module.namedtuple
+    if not hasattr(make, "cache_info"):
+        executor_module.namedtuple = functools.lru_cache(maxsize=16)(make)
+
+
 # Applied wherever handles are called: the host's process, and each worker process, which imports
 # this module to run ``_call_in_worker``.
 _memoize_sdk_timestamp_parsing()
+_memoize_sdk_executor_payload_type()
 
 
 class _OrchestratorCrash(Exception):

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+
+@dataclass(slots=True)  # one per instance: 72 bytes, not a 4-key dict's 232, times every instance of a fleet
+class HistoryStats:
+    """One instance's episodes: the largest history one replayed, the events replayed in all, how many, and how
+    many of its executions continued as new."""
+
+    max: int = 0
+    replayed: int = 0
+    episodes: int = 0
+    continued: int = 0
 
 
 @dataclass
@@ -20,7 +31,7 @@ class HostMetrics:
     counts: Counter[str] = field(default_factory=Counter)
     activity_calls: Counter[str] = field(default_factory=Counter)
     activity_failures: Counter[str] = field(default_factory=Counter)
-    history_stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    history_stats: dict[str, HistoryStats] = field(default_factory=dict)
     # Per activity name, the longest execution in the host clock's seconds (virtual time in simulations).
     activity_longest_s: dict[str, float] = field(default_factory=dict)
 
@@ -32,20 +43,23 @@ class HostMetrics:
         self.counts["episodes"] += 1
         self.counts["history_events_replayed"] += replayed
         stats = self._stats(instance_id)
-        stats["max"] = max(stats["max"], replayed)
-        stats["replayed"] += replayed
-        stats["episodes"] += 1
+        stats.max = max(stats.max, replayed)
+        stats.replayed += replayed
+        stats.episodes += 1
 
     def record_continue_as_new(self, instance_id: str) -> None:
         self.counts["executions"] += 1
-        self._stats(instance_id)["continued"] += 1
+        self._stats(instance_id).continued += 1
 
-    def _stats(self, instance_id: str) -> dict[str, int]:
-        return self.history_stats.setdefault(instance_id, {"max": 0, "replayed": 0, "episodes": 0, "continued": 0})
+    def _stats(self, instance_id: str) -> HistoryStats:
+        stats = self.history_stats.get(instance_id)
+        if stats is None:
+            stats = self.history_stats[instance_id] = HistoryStats()
+        return stats
 
     def report(self) -> dict[str, Any]:
         """The ``DurableHost.metrics()`` dict (copies: the caller may keep or change it)."""
-        per_instance = {iid: dict(stats) for iid, stats in sorted(self.history_stats.items())}
+        per_instance = {iid: asdict(stats) for iid, stats in sorted(self.history_stats.items())}
         return {
             "orchestrations": self.counts["orchestrations"],
             "executions": self.counts["executions"],
