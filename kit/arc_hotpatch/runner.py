@@ -24,6 +24,7 @@ from core.policy import Policy
 from .azurite import ledger_environment
 from .clocks import DEFAULT_START, Clock, SystemClock, VirtualClock
 from .durable_host import DurableHost
+from .durable_host.heap import HEAP_TRIM_INTERVAL_S
 from .twin import FleetTwin
 from .twin.fleet import Fleet
 from .twin.process import TwinProcess
@@ -176,6 +177,7 @@ def execute_rollout(
         orchestrator_processes=1,
         app_spec="function_app:app",
         keep_finished_histories=False,  # thousands of machines: their outcomes, not every event, stay in memory
+        heap_trim_interval_s=HEAP_TRIM_INTERVAL_S,
     ) as host:
         client = df.DurableOrchestrationClient(host.client_binding_json())
         reports: list[dict[str, Any]] = []

@@ -52,6 +52,7 @@ from .episodes import (
 from .errors import DeadlockError, HostTimeoutError
 from .functions import FunctionInfo, FunctionRegistry
 from .handle import OrchestratorProcesses
+from .heap import HeapTrimmer
 from .history import HistoryEvent
 from .management import InstanceManagement
 from .metrics import HostMetrics
@@ -92,6 +93,7 @@ class DurableHost:
         orchestrator_processes: int = 0,
         app_spec: str | None = None,
         keep_finished_histories: bool = True,
+        heap_trim_interval_s: float | None = None,
     ) -> None:
         if activity_workers < 1:
             raise ValueError(f"activity_workers must be >= 1, got {activity_workers}")
@@ -138,6 +140,8 @@ class DurableHost:
         if orchestrator_processes and app_spec:
             self._processes = OrchestratorProcesses(orchestrator_processes, app_spec)
         self._episodes = EpisodeRunner(self._store, self._workers, self.registry, self._settings, self._processes)
+        # Long runs (simulate, serve) give the C heap's free pages back now and then (heap.py).
+        self._heap = HeapTrimmer(heap_trim_interval_s) if heap_trim_interval_s is not None else None
 
     # The episode settings, readable under the names of the constructor's arguments.
     @property
@@ -463,17 +467,23 @@ class DurableHost:
                     waiting = store.waiting_report(targets)
                     raise DeadlockError(store.deadlock_message(waiting), waiting)
                 if next_due > self.clock.now():
+                    self._trim_heap()
                     self.clock.advance_to(next_due)  # type: ignore[attr-defined]
                 continue
             # Real time: sleep until the next durable timer (or trigger) is due or work arrives.
             if horizon is not None and not store.has_inbox_work() and workers.idle():
                 return
+            self._trim_heap()
             with self._changed:
                 if store.has_inbox_work() or workers.has_completions:
                     continue
                 self._changed.wait(self._real_wait_seconds(include_triggers=background))
 
     # -------------------------------------------------------------- driver helpers
+    def _trim_heap(self) -> None:
+        if self._heap is not None:
+            self._heap.maybe_trim()
+
     def _reached(self, horizon: datetime) -> bool:
         """Nothing left to do before ``horizon`` (used while a background driver runs)."""
         if self._store.has_inbox_work():

@@ -9,6 +9,7 @@ from typing import Any
 from arc_hotpatch.clocks import Clock
 
 from .functions import EVENT_GRID_TRIGGER, HTTP_TRIGGER, TIMER_TRIGGER
+from .heap import HEAP_TRIM_INTERVAL_S
 from .host import DurableHost
 from .http_server import HostKeys
 
@@ -68,7 +69,8 @@ def run_serve(
     The host installs ``clock`` process-wide (activities' SDK transports sleep on it) and
     runs timers, activities and timer triggers on it.
     """
-    with DurableHost(app, clock, activity_workers=activity_workers, hub_name=hub_name, batch_size=batch_size) as host:
+    with DurableHost(app, clock, activity_workers=activity_workers, hub_name=hub_name, batch_size=batch_size,
+                     heap_trim_interval_s=HEAP_TRIM_INTERVAL_S) as host:
         host.start(port=port, no_auth=no_auth, run_timer_triggers=run_timer_triggers, keys=keys)
         for line in describe_endpoints(host, no_auth):
             out(line)

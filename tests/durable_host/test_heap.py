@@ -1,0 +1,76 @@
+"""The driver's heap trimming: at most once per interval of real time, a no-op without glibc's malloc_trim."""
+
+from __future__ import annotations
+
+import platform
+
+import pytest
+
+from arc_hotpatch.durable_host.heap import HeapTrimmer
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_trim_comes_once_an_interval_has_passed_and_not_before() -> None:
+    calls: list[int] = []
+    clock = _Clock()
+    trimmer = HeapTrimmer(1.0, trim=lambda pad: calls.append(pad) or 1, monotonic=clock)
+    assert not trimmer.maybe_trim()  # no time has passed since it was made
+    clock.now += 0.99
+    assert not trimmer.maybe_trim()
+    clock.now += 0.01
+    assert trimmer.maybe_trim() and calls == [0]  # malloc_trim(0): keep no padding
+    assert not trimmer.maybe_trim()  # the interval starts again
+    clock.now += 5.0
+    assert trimmer.maybe_trim()
+    assert trimmer.trims == 2 and calls == [0, 0]
+
+
+def test_without_malloc_trim_it_does_nothing() -> None:
+    trimmer = HeapTrimmer(1.0, monotonic=_Clock())
+    trimmer._trim = None  # a C library without it (musl, macOS)
+    assert not trimmer.available and not trimmer.maybe_trim() and trimmer.trims == 0
+
+
+def test_glibc_trims_for_real() -> None:
+    if platform.libc_ver()[0] != "glibc":
+        pytest.fail("this project's machines run glibc; on another C library the trimmer is a no-op by design")
+    clock = _Clock()
+    trimmer = HeapTrimmer(1.0, monotonic=clock)
+    clock.now += 1.0
+    assert trimmer.available and trimmer.maybe_trim()
+
+
+def test_the_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="interval_s must be > 0, got 0"):
+        HeapTrimmer(0)
+
+
+def test_the_driver_trims_while_the_virtual_clock_advances(make_host, monkeypatch) -> None:
+    made: list[HeapTrimmer] = []
+    seconds = iter(range(10**6))  # its real-time clock moves a second each time the driver asks it
+
+    class Recording(HeapTrimmer):
+        def __init__(self, interval_s: float) -> None:
+            super().__init__(interval_s, trim=lambda _pad: 1, monotonic=lambda: float(next(seconds)))
+            made.append(self)
+
+    monkeypatch.setattr("arc_hotpatch.durable_host.host.HeapTrimmer", Recording)
+    host = make_host(heap_trim_interval_s=0.5)
+    instance_id = host.start_new("thirty_days", "trimmed")
+    assert host.run_until_complete([instance_id])[instance_id]["runtimeStatus"] == "Completed"
+    assert len(made) == 1 and made[0].interval_s == 0.5
+    assert made[0].trims >= 30  # one before each of the thirty days' advances of the virtual clock
+
+
+def test_a_host_trims_nothing_unless_told(make_host, monkeypatch) -> None:
+    monkeypatch.setattr("arc_hotpatch.durable_host.host.HeapTrimmer", lambda *_: pytest.fail("made a trimmer"))
+    host = make_host()
+    instance_id = host.start_new("thirty_days", "untrimmed")
+    assert host.run_until_complete([instance_id])[instance_id]["runtimeStatus"] == "Completed"
