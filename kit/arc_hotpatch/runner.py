@@ -24,7 +24,7 @@ from core.policy import Policy
 from .azurite import ledger_environment
 from .clocks import DEFAULT_START, Clock, SystemClock, VirtualClock
 from .durable_host import DurableHost
-from .durable_host.heap import HEAP_TRIM_INTERVAL_S
+from .heap import HEAP_TRIM_INTERVAL_S
 from .twin import FleetTwin
 from .twin.fleet import Fleet
 from .twin.process import TwinProcess

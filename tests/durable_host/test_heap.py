@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from arc_hotpatch.durable_host.heap import HeapTrimmer
+from arc_hotpatch.heap import HeapTrimmer
 
 
 class _Clock:
@@ -74,3 +74,16 @@ def test_a_host_trims_nothing_unless_told(make_host, monkeypatch) -> None:
     host = make_host()
     instance_id = host.start_new("thirty_days", "untrimmed")
     assert host.run_until_complete([instance_id])[instance_id]["runtimeStatus"] == "Completed"
+
+
+def test_a_worker_process_trims_after_a_chunk_of_replays_once_due(monkeypatch) -> None:
+    from arc_hotpatch.durable_host import handle
+
+    calls: list[int] = []
+    clock = _Clock()
+    monkeypatch.setattr(handle, "_worker_heap", HeapTrimmer(1.0, trim=lambda pad: calls.append(pad) or 1,
+                                                            monotonic=clock))
+    assert handle._call_chunk_in_worker([]) == [] and calls == []  # not due yet
+    clock.now += 1.0
+    handle._call_chunk_in_worker([])
+    assert calls == [0]

@@ -25,6 +25,8 @@ from typing import Any
 
 from azure.functions._durable_functions import OrchestrationContext
 
+from arc_hotpatch.heap import HEAP_TRIM_INTERVAL_S, HeapTrimmer
+
 from .functions import FunctionRegistry, load_app
 
 _OUT_OF_PROC_MARKER = "$OutOfProcData$:"
@@ -108,12 +110,14 @@ def call_handle(user_function: Callable[[Any], Any], orchestrator_name: str, con
 
 # ---------------------------------------------------------------------- worker processes
 _worker_registry: FunctionRegistry | None = None  # in a worker process: the functions of the app it imported
+_worker_heap: HeapTrimmer | None = None  # in a worker process: replays free what they parsed, give it back
 
 
 def _start_worker(app_spec: str) -> None:
     """Initializer of a worker process: import the app the host runs."""
-    global _worker_registry
+    global _worker_registry, _worker_heap
     _worker_registry = FunctionRegistry(load_app(app_spec))
+    _worker_heap = HeapTrimmer(HEAP_TRIM_INTERVAL_S)
 
 
 def _call_in_worker(orchestrator_name: str, context_json: str) -> HandleOutcome:
@@ -134,6 +138,8 @@ def _call_chunk_in_worker(calls: Sequence[tuple[str, str]]) -> list[HandleOutcom
             results.append(_call_in_worker(orchestrator_name, context_json))
         except Exception as exc:  # raised again by the driver at that episode's turn, as in process
             results.append(exc)
+    if _worker_heap is not None:
+        _worker_heap.maybe_trim()
     return results
 
 

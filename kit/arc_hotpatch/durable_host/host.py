@@ -40,6 +40,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from arc_hotpatch.clocks import Clock, install_clock
+from arc_hotpatch.heap import HeapTrimmer
 
 from .activities import ActivityWorkers
 from .episodes import (
@@ -52,7 +53,6 @@ from .episodes import (
 from .errors import DeadlockError, HostTimeoutError
 from .functions import FunctionInfo, FunctionRegistry
 from .handle import OrchestratorProcesses
-from .heap import HeapTrimmer
 from .history import HistoryEvent
 from .management import InstanceManagement
 from .metrics import HostMetrics

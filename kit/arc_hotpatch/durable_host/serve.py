@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 from arc_hotpatch.clocks import Clock
+from arc_hotpatch.heap import HEAP_TRIM_INTERVAL_S
 
 from .functions import EVENT_GRID_TRIGGER, HTTP_TRIGGER, TIMER_TRIGGER
-from .heap import HEAP_TRIM_INTERVAL_S
 from .host import DurableHost
 from .http_server import HostKeys
 

@@ -17,6 +17,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..clocks import MirroredClock, SharedTime
+from ..heap import HEAP_TRIM_INTERVAL_S, HeapTrimmer
 from .faults import Faults
 from .fleet import Fleet
 
@@ -36,8 +37,12 @@ def _serve(fleet: Fleet, faults: Faults | str | None, throttling: bool, shared: 
     except BaseException as exc:
         commands.send(("failed", f"{type(exc).__name__}: {exc}", None))
         return
+    heap = HeapTrimmer(HEAP_TRIM_INTERVAL_S)  # the server thread frees every request's objects: give them back
     try:
         while True:
+            if not commands.poll(HEAP_TRIM_INTERVAL_S):
+                heap.maybe_trim()
+                continue
             command = commands.recv()
             if command == "metrics":
                 commands.send(twin.metrics())

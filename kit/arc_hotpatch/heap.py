@@ -1,11 +1,12 @@
 """Handing the C heap's free pages back to the OS while a long run goes on (glibc's ``malloc_trim``).
 
-The host's activity threads allocate from glibc arenas of their own, and what thousands of finished
-episodes and HTTP exchanges freed stays mapped: resident memory keeps the high-water mark of every
-arena. ``malloc_trim(0)`` returns those free pages. Called at most once per interval of real time from
-the driver loop, it costs a few milliseconds a second; measured on a simulation of 10,000 machines over
-10 subscriptions, the host's peak RSS fell from 416 to 366 MB. A C library without it (musl, macOS)
-makes this a no-op.
+A simulation's processes free most of what they allocate (replayed histories, HTTP exchanges, parsed
+results), yet resident memory keeps the high-water mark of every glibc arena (the host's activity threads
+each have their own). ``malloc_trim(0)`` returns those free pages. ``HeapTrimmer`` does it at most once per
+interval of real time: the durable host's driver loop (simulate, serve), the orchestrator worker after a
+chunk of replays, the twin's process between commands. A trim costs milliseconds. Measured on 10,000 mixed
+machines over 10 subscriptions (the host alone): the host's peak RSS fell from 416 to 366 MB. A C library
+without it (musl, macOS) makes this a no-op.
 """
 
 from __future__ import annotations
