@@ -59,6 +59,8 @@ def test_run_twin_cli_prints_url_subscriptions_and_curl_and_serves():
 
 def test_ctrl_c_stops_it():
     code = (
+        # As in a terminal: a suite launched in the background (`cmd &`) hands its children SIGINT ignored.
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from arc_hotpatch.twin import default_fleet\n"
         "from arc_hotpatch.twin.cli import run_twin_cli\n"
         "run_twin_cli(0, default_fleet(), None, 60.0)\n"
