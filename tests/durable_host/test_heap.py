@@ -1,4 +1,5 @@
-"""The driver's heap trimming: at most once per interval of real time, a no-op without glibc's malloc_trim."""
+"""Heap trimming (arc_hotpatch.heap): at most once per interval of real time, a no-op without glibc's malloc_trim;
+the durable host's driver and the orchestrator worker call it."""
 
 from __future__ import annotations
 
