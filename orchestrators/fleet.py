@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
+from azure.durable_functions.models.Task import TaskBase
 
 from core.contracts import (
     COUNT_MACHINES,
@@ -74,6 +75,9 @@ from .steps import ARM_RETRY, Steps
 bp = df.Blueprint()
 
 STEPS_PER_EXECUTION = 12  # then continue as new: every history stays bounded
+# A window's steps differ in what they call (a poll alone, or listing and starting too): it continues as new
+# after a number of durable tasks instead, so its histories are one size whatever the fleet makes a step do.
+WINDOW_TASKS_PER_EXECUTION = 36
 # A window reads its machines' new outcomes (and the rollout its windows) every POLL_S after news, backing
 # off to MAX_POLL_S while nothing happens: a freed slot is refilled within one interval.
 POLL_S = 30
@@ -254,12 +258,12 @@ def _rollout_result(state: RolloutState) -> dict[str, Any]:
 @bp.orchestration_trigger(context_name="context")
 def rollout_window(context: df.DurableOrchestrationContext) -> Steps:
     window = Window(context, WindowState.from_json(context.get_input()))
-    for _ in range(STEPS_PER_EXECUTION):
+    while window.tasks < WINDOW_TASKS_PER_EXECUTION:
         yield from window.refill()
         context.set_custom_status(window.status())
         if window.finished:
             return (yield from window.close())
-        yield context.create_timer(window.next_poll())
+        yield window.counted(context.create_timer(window.next_poll()))
         yield from window.poll()
     context.continue_as_new(window.state.to_json())
     return None
@@ -270,10 +274,22 @@ class Window:
 
     def __init__(self, context: df.DurableOrchestrationContext, state: WindowState) -> None:
         self.context = context
+        self.tasks = 0  # durable tasks this execution has scheduled (replayed alike: the same code schedules them)
         now = _iso(context.current_utc_datetime)
         self.state = replace(state, looked_at=state.looked_at or now, reconciled_at=state.reconciled_at or now,
                              seen_since=state.seen_since or now)
         self._apply_grant(state.grant)
+
+    def counted(self, task: TaskBase) -> TaskBase:
+        """``task``, counted toward this execution's budget."""
+        self.tasks += 1
+        return task
+
+    def _activity(self, name: str, payload: Any) -> TaskBase:
+        return self.counted(self.context.call_activity_with_retry(name, ARM_RETRY, payload))
+
+    def _record(self, record: Any, instance_id: str) -> TaskBase:
+        return self.counted(self.context.call_sub_orchestrator(ROLLOUT_RECORD, record, instance_id))
 
     # --- what it knows -----------------------------------------------------------------------------------
 
@@ -371,8 +387,8 @@ class Window:
             free -= len(due)
         if free > 0 and not self.state.cursor.done:
             where = Discovery(state.subscription_id, self.policy.resolved_arm_endpoint, self.policy.resource_group)
-            listing = Listing.from_json((yield self.context.call_activity_with_retry(
-                LIST_MACHINES_FROM, ARM_RETRY, ListingRequest(where, self.state.cursor, free))))
+            listing = Listing.from_json((yield self._activity(
+                LIST_MACHINES_FROM, ListingRequest(where, self.state.cursor, free))))
             self.state = replace(self.state, cursor=listing.cursor)
             if listing.machine_ids:
                 final = self.state.final
@@ -380,8 +396,7 @@ class Window:
                                        "full" if final else "assess")
 
     def _start(self, request: StartMachines, kind: str) -> Steps:
-        started = StartedMachines.from_json((yield self.context.call_activity_with_retry(
-            START_MACHINES, ARM_RETRY, request)))
+        started = StartedMachines.from_json((yield self._activity(START_MACHINES, request)))
         wave = self.state.grant.wave if kind == "change" else self.final_wave
         entries = [InFlight(s.instance_id, s.machine_id, kind, wave, attached=not s.started)
                    for s in (StartedMachine.from_json(x) for x in started.started)]
@@ -392,8 +407,7 @@ class Window:
     def _take_queued(self, count: int) -> Steps:
         """The next ``count`` machines queued for their wave, in the order of their records."""
         state = self.state
-        records = yield self.context.call_activity_with_retry(
-            READ_RECORDS, ARM_RETRY, RecordQuery(record_prefix(self.instance_id, "q:")))
+        records = yield self._activity(READ_RECORDS, RecordQuery(record_prefix(self.instance_id, "q:")))
         queued = [MachineDone.from_json(InstanceView.from_json(r).output).machine_id for r in records]
         taken = queued[state.queue_taken:state.queue_taken + count]
         self.state = replace(state, queue_taken=state.queue_taken + len(taken))
@@ -426,9 +440,9 @@ class Window:
         state = self.state
         since = parse_utc(state.seen_since)
         records, rollout = yield self.context.task_all([
-            self.context.call_activity_with_retry(READ_RECORDS, ARM_RETRY, RecordQuery(
+            self._activity(READ_RECORDS, RecordQuery(
                 record_prefix(self.instance_id), _iso(since - timedelta(seconds=RECORD_MARGIN_S)))),
-            self.context.call_activity_with_retry(READ_INSTANCES, ARM_RETRY, [state.rollout_id]),
+            self._activity(READ_INSTANCES, [state.rollout_id]),
         ])
         self.state = replace(self.state, seen_since=_iso(self.now))
         in_flight = len(self.state.in_flight)
@@ -527,9 +541,8 @@ class Window:
                                  reconciled_at=_iso(self.now) if reconcile else state.reconciled_at)
         if not targets:
             return
-        read = MachinesRead.from_json((yield self.context.call_activity_with_retry(
-            READ_MACHINE_WORKFLOWS, ARM_RETRY, ReadMachines([StartedMachine(f.machine_id, f.instance_id, True)
-                                                              for f in targets]))))
+        read = MachinesRead.from_json((yield self._activity(READ_MACHINE_WORKFLOWS, ReadMachines(
+            [StartedMachine(f.machine_id, f.instance_id, True) for f in targets]))))
         by_id = {f.machine_id.lower(): f for f in targets}
         for row in read.rows:
             entry = by_id.get(row.id.lower())
@@ -542,7 +555,7 @@ class Window:
                                member=queued or bool(row.actions), queued=queued, assess_only=entry.kind == "assess",
                                deferred=deferred)
             with contextlib.suppress(Exception):  # it exists already: the machine recorded it after all
-                yield self.context.call_sub_orchestrator(ROLLOUT_RECORD, done.to_json(), outcome_record_id(
+                yield self._record(done.to_json(), outcome_record_id(
                     self.instance_id, queued, entry.instance_id, deferred))
             self._finished([done])
 
@@ -567,8 +580,8 @@ class Window:
                 yield from self._record_halted(queued[start:start + HALTED_PER_PAGE])
         where = Discovery(self.state.subscription_id, self.policy.resolved_arm_endpoint, self.policy.resource_group)
         while not self.state.cursor.done:
-            listing = Listing.from_json((yield self.context.call_activity_with_retry(
-                LIST_MACHINES_FROM, ARM_RETRY, ListingRequest(where, self.state.cursor, HALTED_PER_PAGE))))
+            listing = Listing.from_json((yield self._activity(
+                LIST_MACHINES_FROM, ListingRequest(where, self.state.cursor, HALTED_PER_PAGE))))
             self.state = replace(self.state, cursor=listing.cursor)
             if listing.machine_ids:
                 yield from self._record_halted(listing.machine_ids)
@@ -576,8 +589,7 @@ class Window:
     def _record_halted(self, machine_ids: list[str]) -> Steps:
         rows = [ReportRow.halted(machine_id) for machine_id in machine_ids]
         page = self.state.halted_pages
-        yield self.context.call_sub_orchestrator(ROLLOUT_RECORD, RecordPage(rows).to_json(),
-                                                 halted_record_id(self.instance_id, page))
+        yield self._record(RecordPage(rows).to_json(), halted_record_id(self.instance_id, page))
         self.state = replace(self.state, halted_pages=page + 1, finished=self.state.finished.plus(rows))
 
 
