@@ -371,6 +371,25 @@ def test_a_host_that_keeps_no_finished_histories_keeps_outcomes_and_metrics(make
     assert host.metrics()["executions"] == 3 + 1 and host.metrics()["max_history_events"] > 0
 
 
+def test_played_events_keep_their_payloads_serialized_only_and_every_view_shows_them_whole(make_host):
+    # Thousands of machines in flight each held their inputs and results twice, parsed and serialized.
+    host = make_host()
+    waiting = host.start_new("wait_event", "waiting", {"given": "input"})
+    host.run_until_idle()
+    parsed = host._store.instances[waiting].history
+    assert [h.event_type_name(e) for e in parsed][:4] == ["OrchestratorStarted", "ExecutionStarted",
+                                                        "TaskScheduled", "OrchestratorCompleted"]
+    assert not any(field in event for event in parsed for field in ("Input", "Result")), parsed
+    recorded = host.history(waiting)
+    assert len(recorded) == len(parsed) and all(e["IsPlayed"] for e in recorded)
+    assert json.loads(recorded[1]["Input"]) == {"given": "input"} and json.loads(recorded[2]["Input"]) == "first"
+    assert json.loads(next(e for e in recorded if h.event_type_name(e) == "TaskCompleted")["Result"]) == "first"
+    shown = host.get_status(waiting, show_history=True, show_history_output=True)["historyEvents"]
+    assert [e["Result"] for e in shown if e["EventType"] == "TaskCompleted"] == ["first"]
+    host.raise_event(waiting, "Go", {"data": 1})  # a raised event's input is what the replay hands the orchestrator
+    assert host.run_until_complete([waiting])[waiting]["output"] == {"data": 1}
+
+
 @pytest.mark.parametrize("name, given", [("custom_status", None), ("counter", 0)])
 def test_a_finished_instance_packed_answers_its_status_as_one_kept_whole(make_host, name, given):
     statuses = []

@@ -398,11 +398,15 @@ class EpisodeRunner:
         instance.history.extend(events)
 
     def _mark_played(self, instance: Instance) -> None:
-        # Events of finished episodes are sent with IsPlayed=true from now on.
-        start = len(instance.history_json)
-        for event in instance.history[start:]:
+        # Events of finished episodes are sent with IsPlayed=true from now on. Serialized, their payloads live in
+        # history_json alone: the parsed copy keeps what replays check (thousands of machines in flight each held
+        # their inputs and results twice).
+        history = instance.history
+        for index in range(len(instance.history_json), len(history)):
+            event = history[index]
             event["IsPlayed"] = True
             instance.history_json.append(h.dumps_event(event))
+            history[index] = h.without_payload(event)
 
     def _terminate_now(self, episode: _Episode) -> None:
         instance, message, now = episode.instance, episode.terminate, episode.now
@@ -446,7 +450,7 @@ class EpisodeRunner:
         instance.status = CONTINUED_AS_NEW
         instance.input_text = input_text
         if self.settings.keep_finished_histories:
-            instance.keep_previous(instance.history)
+            instance.keep_previous(instance.recorded_history())
         instance.history = []
         instance.history_json = []
         instance.waiting_on = []

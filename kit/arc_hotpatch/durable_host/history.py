@@ -207,6 +207,17 @@ def dumps_event(event: HistoryEvent) -> str:
     return json.dumps(event, separators=(",", ":"))
 
 
+# What a replay's bookkeeping never reads: the inputs and results an event carries (a raised event's input is read).
+_PAYLOAD_FIELDS = ("Input", "Result", "Details")
+
+
+def without_payload(event: HistoryEvent) -> HistoryEvent:
+    """``event`` as a replay checks it: type, ids, names and times, not the payloads (kept serialized)."""
+    if event["EventType"] == EventType.EVENT_RAISED:
+        return event
+    return {key: value for key, value in event.items() if key not in _PAYLOAD_FIELDS}
+
+
 # What the Durable extension's status query drops of each event type (DurableClient.GetDurableOrchestrationStatusAsync).
 _DROPPED_FIELDS = {
     "TaskScheduled": ("Version", "Input"), "SubOrchestrationInstanceCreated": ("Version", "Input"),

@@ -124,14 +124,12 @@ class InstanceManagement:
 
     def history(self, instance_id: str) -> list[HistoryEvent]:
         with self.sync.lock:
-            return [dict(event) for event in self.store.require(instance_id).history]
+            return self.store.require(instance_id).recorded_history()
 
     def execution_histories(self, instance_id: str) -> list[list[HistoryEvent]]:
         with self.sync.lock:
             instance = self.store.require(instance_id)
-            return [[dict(e) for e in past] for past in instance.previous_histories] + [
-                [dict(e) for e in instance.history]
-            ]
+            return [[dict(e) for e in past] for past in instance.previous_histories] + [instance.recorded_history()]
 
     def instance_ids(self) -> list[str]:
         with self.sync.lock:

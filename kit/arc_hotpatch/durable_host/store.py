@@ -87,14 +87,18 @@ class Instance:
     last_updated_time: datetime | None = None
     output: Any = None
     custom_status: Any = None
-    history: list[HistoryEvent] = field(default_factory=list)
-    history_json: list[str] = field(default_factory=list)  # the played events, already serialized
+    history: list[HistoryEvent] = field(default_factory=list)  # played events without payloads (``without_payload``)
+    history_json: list[str] = field(default_factory=list)  # the played events, already serialized, whole
     # Lists, not deques: an empty deque costs 760 bytes (a list 56), times every instance of a large fleet; an
     # inbox holds a few messages, so taking a batch off its front costs no more than a deque's.
     inbox: list[Message] = field(default_factory=list)
     waiting_on: list[str] = field(default_factory=list)
     previous_histories: list[list[HistoryEvent]] = field(default_factory=list)
     packed: bytes | None = None  # a finished instance's input, output and custom status, compressed (``pack``)
+
+    def recorded_history(self) -> list[HistoryEvent]:
+        """The current execution's events as recorded, payloads included (``history`` keeps them only serialized)."""
+        return [json.loads(text) for text in self.history_json]
 
     def keep_previous(self, history: list[HistoryEvent]) -> None:
         """Keep the history of an execution that continued as new (the last ``PREVIOUS_HISTORIES_KEPT``)."""
@@ -389,7 +393,8 @@ class InstanceStore:
             "lastUpdatedTime": h.status_time(instance.last_updated_time or instance.created_time),
         }
         if show_history and instance.status != "Pending":
-            status["historyEvents"] = h.extension_history(instance.history, show_output=show_history_output)
+            status["historyEvents"] = h.extension_history(instance.recorded_history(),
+                                                          show_output=show_history_output)
         return status
 
     def waiting_report(self, targets: list[str] | None) -> dict[str, list[str]]:

@@ -226,6 +226,17 @@ def machine_resource_id(subscription_id: str, resource_group: str, name: str) ->
 class SimulatedMachine:
     """One machine; call ``advance(now)`` before reading or changing it."""
 
+    # Slots: ten thousand machines in a large simulation, each a dict of some forty attributes otherwise.
+    __slots__ = (
+        "_event_sequence", "_events", "_fault_seed", "_faults", "_flapping", "_seed", "agent_status",
+        "agent_version", "boot_times", "down", "enablement_action_required", "himds", "hotfixes",
+        "hotpatched_months", "installation_type", "key", "last_status_change", "license_mutex", "license_profile",
+        "license_writes", "licensing_fix_active", "licensing_override", "location", "name", "payg_enrolled",
+        "principal_id", "reboots", "resource_group", "resource_id", "run_history", "runs", "scheduled_reboot_at",
+        "servicing_reboot_pending", "spec", "subscription_id", "tags", "tenant_id", "vbs_configured", "vbs_status",
+        "vm_id", "vm_uuid",
+    )
+
     def __init__(
         self,
         spec: MachineSpec,

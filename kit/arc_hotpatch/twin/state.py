@@ -19,7 +19,7 @@ from .machine import RunCommand, SimulatedMachine
 from .seeding import stable_uuid
 
 
-@dataclass
+@dataclass(slots=True)  # slots: every write of a large simulation starts one, and each is kept
 class AsyncOperation:
     """An ARM async operation: its status is computed from the clock and the resource."""
 
