@@ -28,13 +28,22 @@ that knows every path in advance: per subscription, of its ``k x concurrency + 1
 slot runs ``k + 1`` (pigeonhole), so the makespan is at least the sum of the ``k + 1`` shortest of them.
 A subscription of 538 machines at concurrency 500 needs two paths end to end in some slot.
 
+Wall time on a shared machine drifts (the same pass: 55 to 68 s within an hour, 40 % between days), so
+``--repeat N`` runs the rollout pass N times and the row is the run of median wall time (every run's
+wall time is listed; the runs must end alike). Beside the CPU time of the whole pass, the row has the
+cores it kept busy (CPU / wall) and the CPU seconds of each process: the host (the pass's interpreter:
+the durable host's driver, activity threads and HTTP API), the orchestrator worker, the twin, Azurite
+(the kit names its children, ``arc_hotpatch.procname``; a child's time is its last reading, a quarter
+second apart).
+
     .venv/bin/python bench/bench_fleet.py                          # the full matrix (about 3.5 h)
-    .venv/bin/python bench/bench_fleet.py --sizes 1000 --subscriptions 1 --fleets mixed
+    .venv/bin/python bench/bench_fleet.py --sizes 1000 --subscriptions 1 --fleets mixed --repeat 3
     .venv/bin/python bench/bench_fleet.py --results bench/results.md   # also write the markdown results
 
 Exit status 1 if a run fails, leaves a machine without a final state, or misses a target of
 issue 11 (makespan <= 1.25 x bound, <= 12 ARM requests per machine on the mixed fleet, <= 1 %
-429s, peak RSS < 1 GiB).
+429s, peak RSS < 1 GiB, 10,000 machines in <= 4 min of wall time, largest history within 20 % of
+the smallest fleet's with the same subscriptions and mix).
 """
 
 from __future__ import annotations
@@ -63,6 +72,15 @@ TARGET_RATIO = 1.25
 TARGET_REQUESTS_PER_MACHINE = 12.0
 TARGET_THROTTLED_SHARE = 0.01
 TARGET_PEAK_RSS_MB = 1024.0
+TARGET_WALL_MACHINES, TARGET_WALL_S = 10_000, 240.0  # 10,000 machines simulated in 4 minutes of wall time
+TARGET_HISTORY_GROWTH = 0.20  # largest history per instance flat (within 20 %) from 1,000 to 10,000 machines
+
+
+def _on_path() -> None:
+    """The app (the repository) and the kit (``arc_hotpatch``) importable, once."""
+    for folder in (str(REPO_ROOT / "kit"), str(REPO_ROOT)):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
 
 
 # ---------------------------------------------------------------------------------- the bound
@@ -160,19 +178,70 @@ def _process_tree(pid: int) -> list[int]:
     return tree
 
 
-class TreeRssSampler:
-    """The peak of the summed RSS of this process and every descendant, sampled every ``interval_s``."""
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+HOST = "host"  # the pass's own interpreter: the durable host's driver, its activity threads, the HTTP API
+PROCESS_ROLES = (HOST, "orchestrator worker", "twin", "Azurite", "other")
+
+
+def proc_cpu_s(pid: int | str = "self") -> float:
+    """User + system CPU seconds of a process from ``/proc/<pid>/stat`` (0.0 where it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S  # utime, stime (fields 14 and 15)
+
+
+def process_role(pid: int, root: int) -> str:
+    """Which part of the simulation ``pid`` is: the kit names its children (``arc_hotpatch.procname``)."""
+    _on_path()
+    from arc_hotpatch.procname import ORCHESTRATOR_WORKER_PROCESS, TWIN_PROCESS
+
+    if pid == root:
+        return HOST
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return "other"
+    if comm == TWIN_PROCESS:
+        return "twin"
+    if comm == ORCHESTRATOR_WORKER_PROCESS:
+        return "orchestrator worker"
+    return "Azurite" if "azurite" in command else "other"
+
+
+class TreeSampler:
+    """Every ``interval_s``: the summed RSS of this process and every descendant (its peak), and each
+    descendant's CPU time so far (the last reading of a process that exits counts: within one interval)."""
 
     def __init__(self, interval_s: float = 0.25) -> None:
         self.peak_kb = 0
+        self._cpu_s: dict[int, tuple[str, float]] = {}  # pid -> (role, CPU seconds at its last reading)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
 
     def _run(self, interval_s: float) -> None:
+        root = os.getpid()
         while not self._stop.wait(interval_s):
-            self.peak_kb = max(self.peak_kb, sum(proc_status_kb("VmRSS", pid) for pid in _process_tree(os.getpid())))
+            tree = _process_tree(root)
+            self.peak_kb = max(self.peak_kb, sum(proc_status_kb("VmRSS", pid) for pid in tree))
+            for pid in tree[1:]:
+                known_role, seconds = self._cpu_s.get(pid, ("other", 0.0))
+                # A child names itself once it has started (until then it is "python"): look until it has.
+                role = known_role if known_role != "other" else process_role(pid, root)
+                self._cpu_s[pid] = (role, max(proc_cpu_s(pid), seconds))
 
-    def __enter__(self) -> TreeRssSampler:
+    def cpu_s_by_role(self) -> dict[str, float]:
+        """CPU seconds per role: this process's own (exact), its descendants' (as last sampled)."""
+        totals = dict.fromkeys(PROCESS_ROLES, 0.0)
+        totals[HOST] = proc_cpu_s()
+        for role, seconds in self._cpu_s.values():
+            totals[role] += seconds
+        rounded = {role: round(seconds, 1) for role, seconds in totals.items()}
+        return {role: seconds for role, seconds in rounded.items() if seconds or role == HOST}
+
+    def __enter__(self) -> TreeSampler:
         self._thread.start()
         return self
 
@@ -203,7 +272,7 @@ def outcomes(report: dict[str, Any]) -> dict[str, tuple[str, str, tuple[str, ...
 def run_pass(machines: int, subscriptions: int, mix: str, seed: int, concurrency: int, waves: str,
              timeout_real_s: float, throttling: bool) -> dict[str, Any]:
     """One pass (the rollout, or the critical paths with throttling off) in this process; its report."""
-    sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "kit")]
+    _on_path()
     import function_app  # noqa: F401  (imported before the run: the app and the SDK are in every RSS)
     from arc_hotpatch.cli import SIMULATE_BASE
     from arc_hotpatch.runner import run_simulation
@@ -253,14 +322,15 @@ def result_row(report: dict[str, Any], paths_report: dict[str, Any], machines: i
 def child_main(args: argparse.Namespace) -> None:
     """One pass; its report and peak RSS as JSON in ``--out``."""
     logging.basicConfig(level=logging.ERROR)  # the app and the SDK log per request at INFO
-    with TreeRssSampler() as sampler:
+    with TreeSampler() as sampler:
         report = run_pass(args.machines, int(args.subscriptions), args.fleets, args.seed, args.concurrency,
                           args.waves, args.timeout, throttling=args.pass_name == "rollout")
     # Peak RSS of the whole simulation: this process, the orchestrator worker, the twin's process and Azurite,
     # summed (at least this process's own peak plus its largest finished child's).
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak_kb = max(sampler.peak_kb, proc_status_kb("VmHWM") + children.ru_maxrss)
-    Path(args.out).write_text(json.dumps({"report": report, "peak_rss_mb": round(peak_kb / 1024, 1)}))
+    Path(args.out).write_text(json.dumps({"report": report, "peak_rss_mb": round(peak_kb / 1024, 1),
+                                          "cpu_s_by_process": sampler.cpu_s_by_role()}))
 
 
 # ---------------------------------------------------------------------------------- parent
@@ -287,19 +357,31 @@ def run_child(machines: int, subscriptions: int, mix: str, pass_name: str, args:
 
 
 def run_config(machines: int, subscriptions: int, mix: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Both passes of one configuration, each in its own interpreter; the result row."""
+    """Both passes of one configuration, each in its own interpreter (the rollout ``--repeat`` times); the row."""
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-fleet-") as folder:
-            rollout = run_child(machines, subscriptions, mix, "rollout", args, Path(folder) / "rollout.json")
+            rollouts = [run_child(machines, subscriptions, mix, "rollout", args, Path(folder) / f"rollout-{n}.json")
+                        for n in range(args.repeat)]
             paths = run_child(machines, subscriptions, mix, "paths", args, Path(folder) / "paths.json")
+        # The runs make the same decisions (virtual time); wall and CPU time vary with the machine's load: the
+        # row is the run of median wall time, with every run's wall time beside it.
+        rollout = sorted(rollouts, key=lambda run: run["report"]["metrics"]["wall_s"])[len(rollouts) // 2]
         row = result_row(rollout["report"], paths["report"], machines, subscriptions, mix, args)
-        row.update(peak_rss_mb=rollout["peak_rss_mb"], peak_rss_mb_paths_pass=paths["peak_rss_mb"],
-                   cpu_s_rollout=round(rollout["cpu_s"], 1), cpu_s_paths_pass=round(paths["cpu_s"], 1))
+        wall_s = row["wall_s"]
+        row.update(peak_rss_mb=max(run["peak_rss_mb"] for run in rollouts), peak_rss_mb_paths_pass=paths["peak_rss_mb"],
+                   cpu_s_rollout=round(rollout["cpu_s"], 1), cpu_s_paths_pass=round(paths["cpu_s"], 1),
+                   cpu_s_by_process=rollout["cpu_s_by_process"],
+                   cores_used=round(rollout["cpu_s"] / wall_s, 2) if wall_s else None,
+                   wall_s_runs=sorted(run["report"]["metrics"]["wall_s"] for run in rollouts))
+        for run in rollouts:
+            if outcomes(run["report"]) != outcomes(rollout["report"]):
+                row["problems"].append("the repeated rollouts ended differently")
+                break
     except Exception as exc:  # a failed run is a result to report, not a crash of the benchmark
         row = {"machines": machines, "subscriptions": subscriptions, "fleet": mix,
                "problems": [f"{type(exc).__name__}: {exc}"]}
-    row["process_s"] = round(time.perf_counter() - started, 1)  # both passes
+    row["process_s"] = round(time.perf_counter() - started, 1)  # every pass
     row["misses"] = target_misses(row)
     return row
 
@@ -314,6 +396,29 @@ def target_misses(row: dict[str, Any]) -> list[str]:
         misses.append(f"{row['throttled_share']:.2%} of requests throttled (target <= 1 %)")
     if row.get("peak_rss_mb", 0) >= TARGET_PEAK_RSS_MB:
         misses.append(f"peak RSS {row['peak_rss_mb']} MB (target < 1 GiB)")
+    if row.get("machines", 0) >= TARGET_WALL_MACHINES and row.get("wall_s", 0) > TARGET_WALL_S:
+        misses.append(f"{row['machines']:,} machines in {row['wall_s']:,.0f} s of wall time (target <= "
+                      f"{TARGET_WALL_S:.0f} s)")
+    return misses
+
+
+def history_misses(rows: list[dict[str, Any]]) -> dict[int, list[str]]:
+    """Largest history flat from the smallest fleet to the larger ones (within ``TARGET_HISTORY_GROWTH``), per
+    subscription count and fleet mix: the misses by row index (a row that grew too much)."""
+    smallest: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for row in rows:
+        key = (row.get("subscriptions"), row.get("fleet"))
+        if "max_history_events" in row and (key not in smallest or row["machines"] < smallest[key]["machines"]):
+            smallest[key] = row
+    misses: dict[int, list[str]] = {}
+    for index, row in enumerate(rows):
+        base = smallest.get((row.get("subscriptions"), row.get("fleet")))
+        if base is None or "max_history_events" not in row or row is base:
+            continue
+        if row["max_history_events"] > base["max_history_events"] * (1 + TARGET_HISTORY_GROWTH):
+            misses[index] = [f"largest history {row['max_history_events']} events, more than "
+                             f"{TARGET_HISTORY_GROWTH:.0%} over {base['max_history_events']} at {base['machines']:,} "
+                             "machines (target: flat)"]
     return misses
 
 
@@ -323,7 +428,8 @@ def _hours(seconds: float | None) -> str:
 
 TABLE: list[tuple[str, str]] = [
     ("machines", "machines"), ("subscriptions", "subs"), ("fleet", "fleet"),
-    ("wall_s", "wall s"), ("cpu_s_rollout", "CPU s"), ("peak_rss_mb", "peak RSS MB (all processes)"),
+    ("wall_s", "wall s"), ("cpu_s_rollout", "CPU s"), ("cores_used", "cores used"),
+    ("peak_rss_mb", "peak RSS MB (all processes)"),
     ("virtual_makespan_s", "makespan"), ("bound_s", "bound"), ("ratio", "makespan / bound"),
     ("bound_slots_s", "slot bound"), ("ratio_slots", "makespan / slot bound"),
     ("naive_s", "naive"), ("arm_requests_per_machine", "ARM req/machine"), ("throttled_share", "429 share"),
@@ -372,6 +478,9 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
             f" {row['longest_path_s'] / 60:.1f} min, mean {row['mean_path_s'] / 60:.1f} min; requests "
             + ", ".join(f"{op} {n}" for op, n in sorted(row["arm_requests_per_machine_by_operation"].items()))
             + "; largest history " + ", ".join(f"{name} {n}" for name, n in row["max_history_by_orchestrator"].items())
+            + "; CPU s by process " + ", ".join(f"{role} {s}" for role, s in row.get("cpu_s_by_process", {}).items())
+            + ("; wall s of the runs " + ", ".join(f"{s:,.1f}" for s in row["wall_s_runs"])
+               if len(row.get("wall_s_runs", [])) > 1 else "")
         )
     return "\n".join(lines) + "\n"
 
@@ -388,6 +497,10 @@ def parent_main(args: argparse.Namespace) -> int:
                 print(json.dumps(row), flush=True)
                 for problem in row.get("problems", []) + row["misses"]:
                     print(f"# PROBLEM: {problem}", file=sys.stderr, flush=True)
+    for index, misses in history_misses(rows).items():
+        rows[index]["misses"] += misses
+        for miss in misses:
+            print(f"# PROBLEM: {miss}", file=sys.stderr, flush=True)
     command = "bench/bench_fleet.py " + " ".join(sys.argv[1:])
     text = markdown(rows, command)
     print(text)
@@ -405,11 +518,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=500, help="machines in flight per subscription (500)")
     parser.add_argument("--waves", default="100%", help="rollout waves (default 100%%)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="real seconds per pass (default 3600)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rollout passes per configuration; the row shows the median wall time (default 1)")
     parser.add_argument("--results", help="write the markdown results here (e.g. bench/results.md)")
     parser.add_argument("--child", dest="pass_name", choices=("rollout", "paths"), help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--machines", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error(f"--repeat takes a whole number >= 1, got {args.repeat}")
     if args.pass_name:
         child_main(args)
         return

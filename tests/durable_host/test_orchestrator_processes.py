@@ -78,6 +78,9 @@ def test_worker_processes_need_the_app_spec_and_start_on_the_first_episode() -> 
         instance_id = host.start_new("sequence", "one", 1)
         assert host.run_until_complete([instance_id])[instance_id]["output"] == [2, 3]
         assert processes._executor is not None
+        (worker_pid,) = processes._executor._processes  # named for ps and top (and the fleet benchmark)
+        with open(f"/proc/{worker_pid}/comm") as comm:
+            assert comm.read().strip() == "arc-replays"
     assert processes._executor is None  # close() shut the workers down
     with DurableHost(sample_app.app, VirtualClock()) as host:
         assert host._processes is None  # the default: episodes in the host's process

@@ -63,6 +63,8 @@ def test_the_twin_process_answers_on_the_driver_clock_and_stops_by_pid() -> None
         assert START <= after.start_time <= after.end_time <= START + timedelta(hours=1)
         metrics = twin.metrics()
         assert metrics["arm_requests_by_operation"]["runCommands.put"] == 1
+        with open(f"/proc/{pid}/comm") as comm:  # named for ps and top (and the fleet benchmark)
+            assert comm.read().strip() == "arc-twin"
     finally:
         close_clients()
         twin.stop()

@@ -26,6 +26,7 @@ from typing import Any
 from azure.functions._durable_functions import OrchestrationContext
 
 from arc_hotpatch.heap import HEAP_TRIM_INTERVAL_S, HeapTrimmer
+from arc_hotpatch.procname import ORCHESTRATOR_WORKER_PROCESS, name_this_process
 
 from .functions import FunctionRegistry, load_app
 
@@ -116,6 +117,7 @@ _worker_heap: HeapTrimmer | None = None  # in a worker process: replays free wha
 def _start_worker(app_spec: str) -> None:
     """Initializer of a worker process: import the app the host runs."""
     global _worker_registry, _worker_heap
+    name_this_process(ORCHESTRATOR_WORKER_PROCESS)
     _worker_registry = FunctionRegistry(load_app(app_spec))
     _worker_heap = HeapTrimmer(HEAP_TRIM_INTERVAL_S)
 

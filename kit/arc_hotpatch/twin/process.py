@@ -18,6 +18,7 @@ from typing import Any
 
 from ..clocks import MirroredClock, SharedTime
 from ..heap import HEAP_TRIM_INTERVAL_S, HeapTrimmer
+from ..procname import TWIN_PROCESS, name_this_process
 from .faults import Faults
 from .fleet import Fleet
 
@@ -31,6 +32,7 @@ def _serve(fleet: Fleet, faults: Faults | str | None, throttling: bool, shared: 
     """The child: serve the twin until told to stop; answer ``metrics`` on the way."""
     from .fleet_twin import FleetTwin
 
+    name_this_process(TWIN_PROCESS)
     try:
         twin = FleetTwin(fleet, MirroredClock(shared), faults, throttling=throttling)
         commands.send(("started", twin.start(), twin.ca_file))
