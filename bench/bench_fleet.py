@@ -478,7 +478,8 @@ def markdown(rows: list[dict[str, Any]], command: str) -> str:
             f" {row['longest_path_s'] / 60:.1f} min, mean {row['mean_path_s'] / 60:.1f} min; requests "
             + ", ".join(f"{op} {n}" for op, n in sorted(row["arm_requests_per_machine_by_operation"].items()))
             + "; largest history " + ", ".join(f"{name} {n}" for name, n in row["max_history_by_orchestrator"].items())
-            + "; CPU s by process " + ", ".join(f"{role} {s}" for role, s in row.get("cpu_s_by_process", {}).items())
+            + ("; CPU s by process " + ", ".join(f"{role} {s}" for role, s in row["cpu_s_by_process"].items())
+               if row.get("cpu_s_by_process") else "")
             + ("; wall s of the runs " + ", ".join(f"{s:,.1f}" for s in row["wall_s_runs"])
                if len(row.get("wall_s_runs", [])) > 1 else "")
         )
