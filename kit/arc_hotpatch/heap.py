@@ -11,22 +11,12 @@ without it (musl, macOS) makes this a no-op.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import time
 from collections.abc import Callable
 
+from .libc import libc_function
+
 HEAP_TRIM_INTERVAL_S = 1.0  # what simulate and serve use: a trim costs milliseconds, a second apart
-
-
-def _libc_malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        return getattr(ctypes.CDLL(name), "malloc_trim", None)
-    except OSError:
-        return None
 
 
 class HeapTrimmer:
@@ -42,7 +32,7 @@ class HeapTrimmer:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self.interval_s = interval_s
-        self._trim = trim if trim is not None else _libc_malloc_trim()
+        self._trim = trim if trim is not None else libc_function("malloc_trim")
         self._monotonic = monotonic
         self._last = monotonic()
         self.trims = 0

@@ -9,8 +9,9 @@ Linux only (``prctl(PR_SET_NAME)``, at most 15 bytes); elsewhere a no-op.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
+
+from .libc import libc_function
 
 TWIN_PROCESS = "arc-twin"
 ORCHESTRATOR_WORKER_PROCESS = "arc-replays"
@@ -23,13 +24,5 @@ def name_this_process(name: str) -> bool:
     encoded = name.encode()
     if not encoded or len(encoded) > _MAX_NAME_BYTES:
         raise ValueError(f"a process name takes 1 to {_MAX_NAME_BYTES} bytes, got {name!r}")
-    if not sys.platform.startswith("linux"):
-        return False
-    library = ctypes.util.find_library("c")
-    if library is None:
-        return False
-    try:
-        prctl = ctypes.CDLL(library, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return False
-    return prctl(_PR_SET_NAME, ctypes.c_char_p(encoded), 0, 0, 0) == 0
+    prctl = libc_function("prctl") if sys.platform.startswith("linux") else None
+    return prctl is not None and prctl(_PR_SET_NAME, ctypes.c_char_p(encoded), 0, 0, 0) == 0
