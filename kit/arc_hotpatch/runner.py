@@ -24,7 +24,7 @@ from core.policy import Policy
 from .azurite import ledger_environment
 from .clocks import DEFAULT_START, Clock, SystemClock, VirtualClock
 from .durable_host import DurableHost
-from .heap import HEAP_TRIM_INTERVAL_S
+from .heap import HEAP_TRIM_INTERVAL_S, widened_collector
 from .twin import FleetTwin
 from .twin.fleet import Fleet
 from .twin.process import TwinProcess
@@ -170,7 +170,7 @@ def execute_rollout(
     from orchestrators.triggers import rollout_report
 
     # The orchestrator replays run in a worker process of their own, beside the activities and the host.
-    with DurableHost(
+    with widened_collector(), DurableHost(
         function_app.app,
         clock,
         activity_workers=activity_workers,

@@ -1,13 +1,15 @@
 """Heap trimming (arc_hotpatch.heap): at most once per interval of real time, a no-op without glibc's malloc_trim;
-the durable host's driver and the orchestrator worker call it."""
+the durable host's driver and the orchestrator worker call it. The collector of a simulation: imports frozen, a
+wider young generation, given back afterwards."""
 
 from __future__ import annotations
 
+import gc
 import platform
 
 import pytest
 
-from arc_hotpatch.heap import HeapTrimmer
+from arc_hotpatch.heap import SIMULATION_YOUNG_GENERATION, HeapTrimmer, widened_collector
 
 
 class _Clock:
@@ -88,3 +90,29 @@ def test_a_worker_process_trims_after_a_chunk_of_replays_once_due(monkeypatch) -
     clock.now += 1.0
     handle._call_chunk_in_worker([])
     assert calls == [0]
+
+
+def test_a_simulation_widens_the_collector_and_gives_it_back_even_when_it_fails() -> None:
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError, match="the run broke"), widened_collector():
+        assert gc.get_threshold() == (SIMULATION_YOUNG_GENERATION, *before[1:])
+        assert gc.get_freeze_count() > 0  # what was imported no longer costs a full collection its walk
+        raise RuntimeError("the run broke")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_a_simulated_rollout_runs_with_the_widened_collector() -> None:
+    from dataclasses import replace
+
+    from arc_hotpatch.cli import SIMULATE_BASE
+    from arc_hotpatch.runner import run_simulation
+    from arc_hotpatch.twin.fleet import generate_fleet
+
+    before = gc.get_threshold()
+    seen: list[int] = []
+    report = run_simulation(generate_fleet(machines=2, seed=1, mix="ready"), replace(SIMULATE_BASE),
+                            progress=lambda done, total: seen.append(gc.get_threshold()[0]))
+    assert report["summary"]["machines"] == 2
+    assert seen and set(seen) == {SIMULATION_YOUNG_GENERATION}
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0

@@ -25,7 +25,7 @@ from typing import Any
 
 from azure.functions._durable_functions import OrchestrationContext
 
-from arc_hotpatch.heap import HEAP_TRIM_INTERVAL_S, HeapTrimmer
+from arc_hotpatch.heap import HEAP_TRIM_INTERVAL_S, HeapTrimmer, widen_collector
 from arc_hotpatch.procname import ORCHESTRATOR_WORKER_PROCESS, name_this_process
 
 from .functions import FunctionRegistry, load_app
@@ -120,6 +120,7 @@ def _start_worker(app_spec: str) -> None:
     name_this_process(ORCHESTRATOR_WORKER_PROCESS)
     _worker_registry = FunctionRegistry(load_app(app_spec))
     _worker_heap = HeapTrimmer(HEAP_TRIM_INTERVAL_S)
+    widen_collector()
 
 
 def _call_in_worker(orchestrator_name: str, context_json: str) -> HandleOutcome:

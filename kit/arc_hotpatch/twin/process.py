@@ -17,7 +17,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..clocks import MirroredClock, SharedTime
-from ..heap import HEAP_TRIM_INTERVAL_S, HeapTrimmer
+from ..heap import HEAP_TRIM_INTERVAL_S, HeapTrimmer, widen_collector
 from ..procname import TWIN_PROCESS, name_this_process
 from .faults import Faults
 from .fleet import Fleet
@@ -40,6 +40,7 @@ def _serve(fleet: Fleet, faults: Faults | str | None, throttling: bool, shared: 
         commands.send(("failed", f"{type(exc).__name__}: {exc}", None))
         return
     heap = HeapTrimmer(HEAP_TRIM_INTERVAL_S)  # the server thread frees every request's objects: give them back
+    widen_collector()
     try:
         while True:
             if not commands.poll(HEAP_TRIM_INTERVAL_S):
