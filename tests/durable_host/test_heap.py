@@ -103,15 +103,13 @@ def test_a_simulation_widens_the_collector_and_gives_it_back_even_when_it_fails(
 
 
 def test_a_simulated_rollout_runs_with_the_widened_collector() -> None:
-    from dataclasses import replace
-
     from arc_hotpatch.cli import SIMULATE_BASE
     from arc_hotpatch.runner import run_simulation
     from arc_hotpatch.twin.fleet import generate_fleet
 
     before = gc.get_threshold()
     seen: list[int] = []
-    report = run_simulation(generate_fleet(machines=2, seed=1, mix="ready"), replace(SIMULATE_BASE),
+    report = run_simulation(generate_fleet(machines=2, seed=1, mix="ready"), SIMULATE_BASE,
                             progress=lambda done, total: seen.append(gc.get_threshold()[0]))
     assert report["summary"]["machines"] == 2
     assert seen and set(seen) == {SIMULATION_YOUNG_GENERATION}
