@@ -8,6 +8,7 @@ waits: the orchestrations wait, on durable timers.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -71,6 +72,12 @@ CA_FILE_ENV = "HOTPATCH_ARM_CA_FILE"  # development only: the fleet twin's CA ce
 def script_text(name: str) -> str:
     if name not in SCRIPT_NAMES:
         raise ValueError(f"unknown script {name!r}: expected one of {', '.join(SCRIPT_NAMES)}")
+    return _script_file(name)
+
+
+@functools.cache
+def _script_file(name: str) -> str:
+    # The scripts ship with the app and do not change while it runs: read once, not on every Run Command.
     return (SCRIPTS_DIR / f"{name}.ps1").read_text("utf-8")
 
 
