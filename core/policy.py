@@ -602,14 +602,14 @@ def _widening(field_name: str, requested: Any, base: Policy) -> str | None:
         return f"{setting} limits the scope to resource group {current!r}"
     if field_name == "waves":
         return None
-    if requested > current:  # concurrency, guardrail, timeouts: at most the setting's
+    if requested > current:  # concurrency, timeouts: at most the setting's
         shown = f"{current:g}s" if field_name in _REQUEST_TIMEOUTS else f"{current:g}"
         return f"{setting} allows at most {shown}"
     return None
 
 
-REQUEST_FIELDS = ("dry_run", "reboot_policy", "concurrency", "waves", "guardrail", "resource_group",
-                  *_REQUEST_TIMEOUTS)
+# What SPEC §6 lets a request set; anything else (the guardrail included, even a stricter one) is the settings'.
+REQUEST_FIELDS = ("dry_run", "reboot_policy", "concurrency", "waves", "resource_group", *_REQUEST_TIMEOUTS)
 
 
 def narrow(base: Policy, overrides: Mapping[str, Any]) -> Policy:

@@ -53,7 +53,9 @@ FLEET_ROLLOUT_ID = "rollout-fleet"  # the scheduled whole-fleet runs: ``rollout-
 RUNNING = ACTIVE | {OrchestrationRuntimeStatus.ContinuedAsNew}
 
 
-INSTALL_PREFIX = "installs-"  # hotpatch installation runs: their own stems, so they and rollouts never 409 each other
+# Hotpatch installation runs: stems of their own, so a running rollout never stands in for an installation run
+# (nor the other way round).
+INSTALL_PREFIX = "installs-"
 FLEET_INSTALL_ID = "installs-fleet"
 
 

@@ -213,19 +213,20 @@ def _start_lock() -> asyncio.Lock:
     return lock
 
 
-def _rollout_running(client: df.DurableOrchestrationClient, instance_id: str) -> func.HttpResponse:
-    links = client.create_http_management_payload(instance_id)
-    return _json_response(
-        409,
-        {"error": {"code": "RolloutRunning", "message": f"a rollout is running: {instance_id}"}, **links},
-        {"Location": links["statusQueryGetUri"]},
-    )
+def _rollout_running(req: func.HttpRequest, client: df.DurableOrchestrationClient,
+                     instance_id: str) -> func.HttpResponse:
+    """Starting again while a run is going is a no-op that returns the running instance (SPEC §3): its status
+    URLs as a start answers them, saying that this request started nothing (its body was not applied)."""
+    links = client.get_client_response_links(req, instance_id)
+    body = {**links, "already_running": True,
+            "message": f"a run is already going: {instance_id}; this request started nothing"}
+    return _json_response(202, body, {"Location": links["statusQueryGetUri"], "Retry-After": "10"})
 
 
 @bp.route(route="subscriptions/{subscriptionId}/rollouts", methods=["POST"])
 @bp.durable_client_input(client_name="client")
 async def start_subscription_rollout(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """Start a rollout run of one subscription (a new instance id per run); 409 with the running one's links."""
+    """Start a rollout run of one subscription (a new instance id per run); while one runs, its links (202)."""
     return await _start_subscription_run(req, client, ENROLL)
 
 
@@ -264,7 +265,7 @@ async def _start_subscription_run(req: func.HttpRequest, client: df.DurableOrche
     stem = (subscription_rollout_id if kind == ENROLL else subscription_install_id)(policy.subscriptions[0])
     instance_id, started = await _start_run(client, stem, policy, kind)
     if not started:
-        return _rollout_running(client, instance_id)
+        return _rollout_running(req, client, instance_id)
     return client.create_check_status_response(req, instance_id)
 
 
@@ -273,7 +274,8 @@ async def _start_subscription_run(req: func.HttpRequest, client: df.DurableOrche
 async def start_subscription_install(req: func.HttpRequest, client: df.DurableOrchestrationClient
                                      ) -> func.HttpResponse:
     """Install this month's hotpatches on a subscription's enrolled machines (never rebooting): the same body rules
-    as a rollout (202, 400, 403, 409), the same waves, concurrency and guardrail; its report at the rollout route."""
+    as a rollout (202, 400, 403; the running run's links while one runs), the same waves, concurrency and
+    guardrail; its report at the rollout route."""
     return await _start_subscription_run(req, client, INSTALL)
 
 

@@ -327,11 +327,13 @@ class ServeProcess:
     """``python -m arc_hotpatch serve ...`` as a person runs it: a process of its own, its output read as it comes
     (a full pipe would block it); stopped by its pid (terminate, then kill)."""
 
-    def __init__(self, arguments: list[str], *, cwd: Path, env: dict[str, str]) -> None:
+    def __init__(self, arguments: list[str], *, cwd: Path, env: dict[str, str], stdout_only: bool = False) -> None:
+        """``stdout_only``: read what it prints on stdout alone (stderr goes to the test's own)."""
         python = REPO / ".venv/bin/python"
         command = [str(python if python.exists() else sys.executable), "-m", "arc_hotpatch", "serve", *arguments]
         self.process = subprocess.Popen(command, cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"},
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                        stdout=subprocess.PIPE, stderr=None if stdout_only else subprocess.STDOUT,
+                                        text=True)
         self._lines: queue.Queue[str] = queue.Queue()
         self.printed: list[str] = []
         threading.Thread(target=self._drain, daemon=True).start()

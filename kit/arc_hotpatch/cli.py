@@ -32,7 +32,10 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Enroll Azure Arc-enabled Windows Server 2025 machines in Hotpatch, safely.",
 )
-console = Console(stderr=True, soft_wrap=True)  # URLs and keys stay on one line
+# Results (the summary, where the report went, what `serve` listens on) go to stdout; progress and errors to
+# stderr, so a script can read one without the other. soft_wrap: URLs and keys stay on one line.
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 POLICY_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 MachinesOpt = Annotated[int | None, typer.Option("--machines", help="Generate a fleet of N machines.")]
@@ -318,7 +321,7 @@ def print_summary(report: dict[str, Any]) -> None:
     table.add_column("reasons")
     if report.get("enrollment"):
         enrolled = report["enrollment"]["summary"]["by_state"]
-        console.print("enrollment: " + ", ".join(f"{state} {count}" for state, count in sorted(enrolled.items())))
+        out.print("enrollment: " + ", ".join(f"{state} {count}" for state, count in sorted(enrolled.items())))
     for state in dict.fromkeys([*FinalState, *InstallState]):
         count = summary["by_state"].get(state.value, 0)
         if not count:
@@ -328,8 +331,8 @@ def print_summary(report: dict[str, Any]) -> None:
             if row["state"] == state.value:
                 reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
         table.add_row(state.value, str(count), ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
-    console.print(table)
-    console.print(f"reboots: {summary['reboots']}   escalations: {summary['escalations']}")
+    out.print(table)
+    out.print(f"reboots: {summary['reboots']}   escalations: {summary['escalations']}")
     forecast = {kind: sum(r.get("next_update") == kind for r in report["machines"])
                 for kind in ("hotpatch", "reboot", "unknown")}
     if report["machines"]:
@@ -337,26 +340,26 @@ def print_summary(report: dict[str, Any]) -> None:
                     if r.get("next_update_detail")), "the next")
         enrolled_reboots = sum(r.get("next_update") == "reboot" and r["state"] == FinalState.HOTPATCH_ENABLED.value
                                for r in report["machines"])
-        console.print(f"next update ({day}): hotpatch {forecast['hotpatch']}, reboot {forecast['reboot']} "
+        out.print(f"next update ({day}): hotpatch {forecast['hotpatch']}, reboot {forecast['reboot']} "
                       f"({enrolled_reboots} of them enrolled), unknown {forecast['unknown']}")
     planned = [r for r in report["machines"] if r["state"] == FinalState.PLANNED.value]
     if planned:
         counts = {a: sum(a in r["actions"] for r in planned) for a in ("enable_vsm", "licensing_workaround",
                                                                         "reboot", "enable_hotpatch")}
-        console.print("dry run, the rollout would: " + ", ".join(f"{a} on {n}" for a, n in counts.items()))
+        out.print("dry run, the rollout would: " + ", ".join(f"{a} on {n}" for a, n in counts.items()))
         for row in planned:
             if row.get("detail"):
-                console.print(f"  [yellow]note[/] {row['name']}: {row['detail']}")
+                out.print(f"  [yellow]note[/] {row['name']}: {row['detail']}")
     escalated = [r for r in report["machines"] if r["state"] == FinalState.ESCALATED.value]
     for row in escalated[:10]:
-        console.print(f"  [yellow]escalated[/] {row['name']}: {row['reason']} {row.get('detail', '')}")
+        out.print(f"  [yellow]escalated[/] {row['name']}: {row['reason']} {row.get('detail', '')}")
     if len(escalated) > 10:
-        console.print(f"  ... and {len(escalated) - 10} more (see the report)")
+        out.print(f"  ... and {len(escalated) - 10} more (see the report)")
     for error in (report.get("rollout") or {}).get("errors") or []:
-        console.print(f"  [red]not rolled out[/] subscription {error['subscription_id']}: {error['error']}")
+        out.print(f"  [red]not rolled out[/] subscription {error['subscription_id']}: {error['error']}")
     metrics = report.get("metrics")
     if metrics:
-        console.print(
+        out.print(
             f"virtual time {metrics['virtual_makespan_s'] / 3600:.1f} h in {metrics['wall_s']:.1f} s real; "
             f"ARM requests {metrics['arm_requests']} ({metrics['throttled_responses']} throttled); "
             f"orchestrations {metrics['orchestrations']}, largest history {metrics['max_history_events']} events"
@@ -404,7 +407,9 @@ def serve(
     scenario: ScenarioOpt = None,
     faults: FaultsOpt = "none",
     speed: SpeedOpt = 60.0,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="Do not require function keys.")] = False,
+    auth: Annotated[bool, typer.Option(
+        "--auth/--no-auth", help="Require function keys on /api routes as Azure does (func start, and serve by "
+        "default, do not enforce them locally).")] = False,
     start: StartOpt = None,
     app_spec: Annotated[str, typer.Option(
         "--app", help="The FunctionApp to serve, as module:attribute (imported from the current folder).")]
@@ -435,19 +440,19 @@ def serve(
             applied = apply_local_settings(folder)
             served = load_app(app_spec)
         if applied:
-            console.print(f"App settings from local.settings.json: {', '.join(sorted(applied))}")
+            out.print(f"App settings from local.settings.json: {', '.join(sorted(applied))}")
         if not (own_app or with_twin):
             if ctx.args:
                 raise fail(f"{' '.join(ctx.args)}: policy flags apply to the project's app (or with --twin)")
             with port_errors(port):
-                run_serve_app(app=served, port=port, speed=_speed(speed), no_auth=no_auth, console=console,
+                run_serve_app(app=served, port=port, speed=_speed(speed), no_auth=not auth, console=out,
                               start=started_at)
             return
         fleet = build_fleet(machines, subscriptions, seed, scenario)
         policy, webhook = rehearsal_policy(ctx, Policy(), fleet)
         with webhook_environment(webhook), port_errors(port):
             run_serve(fleet=fleet, policy=policy, port=port, faults=check_faults(faults), speed=_speed(speed),
-                      no_auth=no_auth, console=console, start=started_at, app=served)
+                      no_auth=not auth, console=out, start=started_at, app=served)
 
 
 @app.command(context_settings=POLICY_CONTEXT, epilog=policy_flags_help())
@@ -499,7 +504,7 @@ def _write_report(path: Path | None, report: dict[str, Any], html: Path | None =
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(render(report), encoding="utf-8")
-        console.print(f"Report written to {target}")
+        out.print(f"Report written to {target}")
 
 
 class Terminated(KeyboardInterrupt):

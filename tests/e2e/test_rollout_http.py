@@ -1,5 +1,6 @@
 """The HTTP start of a subscription rollout (SPEC §5), end to end over real HTTP: start, poll the durable status
-URL, the report (while running and at the end) against the twin's fleet, 409 while running, 400/401."""
+URL, the report (while running and at the end) against the twin's fleet, the running run returned while it runs,
+400/401."""
 
 from __future__ import annotations
 
@@ -106,7 +107,8 @@ def test_start_poll_and_report_against_the_twin(serve_fleet: ServeFleet) -> None
     assert summary["escalations"] == sum(row["state"] == "escalated" for row in report["machines"])
 
 
-def test_second_start_while_running_is_409_then_a_new_start_is_a_new_run(serve_fleet: ServeFleet) -> None:
+def test_second_start_while_running_returns_the_running_run_then_a_new_start_is_a_new_run(
+        serve_fleet: ServeFleet) -> None:
     served = serve_fleet({"a-ready": {}, "b-ready": {}})
     hold = served.hold_clock()
     first = served.start_rollout({"dry_run": False})
@@ -117,9 +119,10 @@ def test_second_start_while_running_is_409_then_a_new_start_is_a_new_run(serve_f
     # The same subscription spelled in upper case is the same rollout.
     for subscription_id in (served.subscription_id, served.subscription_id.upper()):
         again = served.start_rollout({"dry_run": True}, subscription_id=subscription_id)
-        assert again.status_code == 409, again.text
+        # A no-op that returns the running instance (SPEC §3): nothing started, its body not applied.
+        assert again.status_code == 202, again.text
         body = again.json()
-        assert body["error"]["code"] == "RolloutRunning" and instance_id in body["error"]["message"]
+        assert body["already_running"] is True and instance_id in body["message"]
         assert body["id"] == instance_id
         assert again.headers["Location"] == body["statusQueryGetUri"] == first.json()["statusQueryGetUri"]
     hold.release()
@@ -154,7 +157,7 @@ SERVED = "served"  # the served twin's (configured) subscription
          "reboot_policy='yolo': expected one of auto | approval | window | never"),
         (SERVED, {"waves": "0,100%"}, "InvalidPolicyOverride", "waves='0,100%'"),
         (SERVED, {"concurrency": 0}, "InvalidPolicyOverride", "concurrency=0"),
-        (SERVED, {"guardrail": 1.5}, "InvalidPolicyOverride", "guardrail=1.5"),
+        (SERVED, {"enable_timeout": "soon"}, "InvalidPolicyOverride", "enable_timeout='soon'"),
         (SERVED, {"dry_run": "maybe"}, "InvalidPolicyOverride", "dry_run='maybe': expected a JSON boolean"),
         (SERVED, {"subscriptions": [GOOD_SUBSCRIPTION]}, "OverrideNotAllowed", "subscriptions cannot be set"),
         (SERVED, "{\"dry_run\": tru", "InvalidRequest", "request body is not valid JSON"),
@@ -162,7 +165,7 @@ SERVED = "served"  # the served twin's (configured) subscription
         (SERVED, "\"dry_run\"", "InvalidRequest", "request body must be a JSON object"),
         (SERVED, "null", "InvalidRequest", "request body must be a JSON object"),
     ],
-    ids=["not_a_guid", "short_guid", "unknown_field", "bad_enum", "bad_waves", "bad_concurrency", "bad_guardrail",
+    ids=["not_a_guid", "short_guid", "unknown_field", "bad_enum", "bad_waves", "bad_concurrency", "bad_timeout",
          "bad_bool", "fixed_setting", "not_json", "array_body", "string_body", "null_body"],
 )
 def test_bad_requests_are_400_naming_the_problem(

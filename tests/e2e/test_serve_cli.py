@@ -20,7 +20,8 @@ def test_serve_runs_a_dry_run_over_http() -> None:
     in_scope, out_of_scope = subscription_ids_for(0, 2)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("HOTPATCH_")} | {
         "HOTPATCH_SUBSCRIPTIONS": in_scope}  # the app setting names one of the two
-    serve = ServeProcess(["--port", "0", "--machines", "10", "--subscriptions", "2", "--seed", "0", "--no-auth",
+    # No key anywhere: like func start, serve does not enforce keys locally unless --auth.
+    serve = ServeProcess(["--port", "0", "--machines", "10", "--subscriptions", "2", "--seed", "0",
                           "--speed", "600", "--start", "2026-02-02"], cwd=REPO, env=environment)
     try:
         found = serve.wait_for({
@@ -93,3 +94,20 @@ def test_serve_runs_a_dry_run_over_http() -> None:
     assert not os.path.exists(found["ca_file"]), found["ca_file"]
     with pytest.raises(requests.ConnectionError):
         requests.get(found["ledger"], timeout=5)
+
+
+def test_serve_auth_requires_the_printed_key_and_prints_its_results_on_stdout() -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("HOTPATCH_")}
+    serve = ServeProcess(["--port", "0", "--machines", "3", "--seed", "0", "--auth", "--speed", "600"],
+                         cwd=REPO, env=environment, stdout_only=True)
+    try:
+        found = serve.wait_for({
+            "base": r"listening on (http://127\.0\.0\.1:\d+)", "twin": r"^Fleet twin: (https://127\.0\.0\.1:\d+)$",
+            "key": r"^\s+function key:\s+(\S+)$", "subscription": r"^\s+subscription ([0-9a-f-]{36})\s*$"}, STARTUP_S)
+        url = f"{found['base']}/api/subscriptions/{found['subscription']}/rollouts"
+        refused = requests.post(url, json={"dry_run": True}, timeout=30)
+        assert refused.status_code == 401, refused.text
+        started = requests.post(url, params={"code": found["key"]}, json={"dry_run": True}, timeout=30)
+        assert started.status_code == 202, started.text
+    finally:
+        serve.stop()

@@ -36,7 +36,7 @@ def describe_endpoints(host: DurableHost, no_auth: bool = False) -> list[str]:
             lines.append(f"    {info.name}: {info.trigger_type}")
     lines.append(f"Durable management API: {base}/runtime/webhooks/durabletask/instances/{{instanceId}}")
     if no_auth:
-        lines.append("Keys: not required (--no-auth)")
+        lines.append("Keys: not enforced locally, as func start (--auth to require them)")
     else:
         keys = host.keys
         lines += [
