@@ -576,6 +576,7 @@ class WindowState(Contract):
     looked_at: str = ""  # the last look at machines someone else started
     reconciled_at: str = ""  # the last look at every machine in flight
     poll_s: float = 0.0  # the current interval between reads: short after news, longer while nothing happens
+    news_at: str = ""  # the last read that found news, or the last start (ISO)
     # Machines read Disconnected, to start again at their time: [machine id, ISO time] (no slot while waiting).
     deferred: list[list[str]] = field(default_factory=list)
     kind: str = ENROLL  # what its machines' orchestrations do: enroll or install
@@ -615,3 +616,4 @@ class RolloutState(Contract):
     halt_detail: str = ""
     size_hi: int = 0  # the current wave's most machines
     poll_s: float = 0.0  # the current interval between reads of the windows
+    news_at: str = ""  # the last read of the windows that found news (ISO)

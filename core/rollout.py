@@ -14,10 +14,22 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from .policy import Wave
-from .vocabulary import FinalState
+from .policy import Policy, Wave
+from .schedule import next_window_start
+from .vocabulary import FinalState, RebootPolicy
+
+# A window reads its machines' new outcomes (and the rollout its windows) every POLL_S after news, backing off
+# to MAX_POLL_S while nothing happens: a freed slot is refilled within one interval. Once nothing has happened
+# for QUIET_AFTER_S (longer than a machine's path under reboot policy auto, timeouts included), the machines
+# are waiting for something slow (a maintenance window days away, an approval): reads back off to QUIET_POLL_S,
+# so a wait of days costs hundreds of reads, not thousands, and the first news after it waits at most that.
+POLL_S = 30
+MAX_POLL_S = 60
+QUIET_AFTER_S = 75 * 60
+QUIET_POLL_S = 10 * 60
 
 
 def cumulative_target(wave: Wave, total: int) -> int:
@@ -79,6 +91,32 @@ def wave_bounds(waves: Sequence[Wave], index: int, changeable_lo: int, changeabl
         index=index, start=start, end_lo=max(start, wave_end(waves, index, changeable_lo)),
         end_hi=max(start, wave_end(waves, index, changeable_hi)), final=is_final(waves, index),
     )
+
+
+def next_poll_s(previous_s: float, news: bool, quiet_for_s: float, window_open: bool = False) -> float:
+    """The interval until the next read, after a read that found ``news`` or not, ``quiet_for_s`` after the last
+    news (see POLL_S); never the quiet interval while the maintenance window is open (``window_open``): machines
+    that waited for it are rebooting, their results and the next waves' starts are due."""
+    if news:
+        return POLL_S
+    ceiling = QUIET_POLL_S if quiet_for_s >= QUIET_AFTER_S and not window_open else MAX_POLL_S
+    return min(ceiling, 2 * (previous_s or POLL_S))
+
+
+def maintenance_window_open(policy: Policy, now: datetime) -> bool:
+    """Reboot policy ``window`` and its window open now."""
+    return policy.reboot_policy == RebootPolicy.WINDOW and next_window_start(policy.maintenance_window, now) == now
+
+
+def next_read(policy: Policy, now: datetime, poll_s: float) -> datetime:
+    """When to read next: ``poll_s`` from now, or sooner when the maintenance window opens (reboot policy
+    ``window``): the machines waiting for it resume then."""
+    due = now + timedelta(seconds=poll_s)
+    if policy.reboot_policy == RebootPolicy.WINDOW:
+        opens = next_window_start(policy.maintenance_window, now)
+        if opens > now:
+            due = min(due, opens + timedelta(seconds=POLL_S))
+    return due
 
 
 def guardrail_tripped(escalated: int, size: int, threshold: float) -> bool:

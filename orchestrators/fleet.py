@@ -65,7 +65,17 @@ from core.contracts import (
     WindowView,
 )
 from core.policy import Policy
-from core.rollout import WindowProgress, decide_waves, guardrail_tripped, wave_bounds, wave_count
+from core.rollout import (
+    POLL_S,
+    WindowProgress,
+    decide_waves,
+    guardrail_tripped,
+    maintenance_window_open,
+    next_poll_s,
+    next_read,
+    wave_bounds,
+    wave_count,
+)
 from core.schedule import parse_utc
 from core.vocabulary import FinalState, Reason
 
@@ -78,10 +88,6 @@ STEPS_PER_EXECUTION = 12  # then continue as new: every history stays bounded
 # A window's steps differ in what they call (a poll alone, or listing and starting too): it continues as new
 # after a number of durable tasks instead, so its histories are one size whatever the fleet makes a step do.
 WINDOW_TASKS_PER_EXECUTION = 36
-# A window reads its machines' new outcomes (and the rollout its windows) every POLL_S after news, backing
-# off to MAX_POLL_S while nothing happens: a freed slot is refilled within one interval.
-POLL_S = 30
-MAX_POLL_S = 60
 WINDOW_IDLE_POLL_S = 5 * 60  # a window with nothing in flight only waits for the rollout's grants
 RECORD_MARGIN_S = 120  # records may become visible a little after they are created: read back this far
 # A window opening on hundreds of machines would spend ARM's budget (writes: 200 at once, then 10 per second)
@@ -121,11 +127,16 @@ def rollout_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
         context.set_custom_status(_rollout_status(state))
         if all(view.progress.done for view in state.windows):
             return _rollout_result(state)
-        yield context.create_timer(context.current_utc_datetime + timedelta(seconds=state.poll_s or POLL_S))
+        yield context.create_timer(next_read(state.policy, context.current_utc_datetime, state.poll_s or POLL_S))
         before = [view.progress for view in state.windows]
         state = yield from _read_windows(context, state)
-        news = before != [view.progress for view in state.windows]
-        state = replace(state, poll_s=POLL_S if news else min(MAX_POLL_S, 2 * (state.poll_s or POLL_S)))
+        now = context.current_utc_datetime
+        if before != [view.progress for view in state.windows] or not state.news_at:
+            state = replace(state, news_at=_iso(now), poll_s=next_poll_s(state.poll_s, True, 0))
+        else:
+            quiet_for_s = (now - parse_utc(state.news_at)).total_seconds()
+            state = replace(state, poll_s=next_poll_s(state.poll_s, False, quiet_for_s,
+                                                      maintenance_window_open(state.policy, now)))
     context.continue_as_new(state.to_json())
     return None
 
@@ -277,7 +288,7 @@ class Window:
         self.tasks = 0  # durable tasks this execution has scheduled (replayed alike: the same code schedules them)
         now = _iso(context.current_utc_datetime)
         self.state = replace(state, looked_at=state.looked_at or now, reconciled_at=state.reconciled_at or now,
-                             seen_since=state.seen_since or now)
+                             seen_since=state.seen_since or now, news_at=state.news_at or now)
         self._apply_grant(state.grant)
 
     def counted(self, task: TaskBase) -> TaskBase:
@@ -403,6 +414,8 @@ class Window:
         state = self.state
         granted = _bump(state.granted, wave, len(entries)) if kind == "change" else state.granted
         self.state = replace(state, in_flight=[*state.in_flight, *entries], granted=granted)
+        if entries:
+            self._news()  # machines just started may end soon
 
     def _take_queued(self, count: int) -> Steps:
         """The next ``count`` machines queued for their wave, in the order of their records."""
@@ -429,7 +442,7 @@ class Window:
         if not self.state.in_flight:
             poll = self.now + timedelta(seconds=WINDOW_IDLE_POLL_S)
         else:
-            poll = self.now + timedelta(seconds=self.state.poll_s or POLL_S)
+            poll = next_read(self.policy, self.now, self.state.poll_s or POLL_S)
         if self.state.deferred and not self.state.halted:  # wake when the first one is due again
             poll = min(poll, max(self.now + timedelta(seconds=1), min(parse_utc(d[1]) for d in self.state.deferred)))
         return poll
@@ -449,8 +462,12 @@ class Window:
         outputs = [InstanceView.from_json(r).output for r in records]
         self._finished([MachineDone.from_json(output) for output in outputs
                         if isinstance(output, dict) and "row" in output])
-        news = len(self.state.in_flight) < in_flight
-        self.state = replace(self.state, poll_s=POLL_S if news else min(MAX_POLL_S, 2 * (self.state.poll_s or POLL_S)))
+        if len(self.state.in_flight) < in_flight:
+            self._news()
+        else:
+            quiet_for_s = (self.now - parse_utc(self.state.news_at)).total_seconds()
+            self.state = replace(self.state, poll_s=next_poll_s(self.state.poll_s, False, quiet_for_s,
+                                                                maintenance_window_open(self.policy, self.now)))
         (rollout_view,) = [InstanceView.from_json(r) for r in rollout]
         grants = (rollout_view.custom_status or {}).get("grants") if isinstance(rollout_view.custom_status, dict) \
             else None
@@ -460,6 +477,9 @@ class Window:
             self.state = replace(self.state, halted=True, halt_detail="the rollout is no longer running")
         yield from self._look()
         self._judge_guardrail()
+
+    def _news(self) -> None:
+        self.state = replace(self.state, news_at=_iso(self.now), poll_s=next_poll_s(self.state.poll_s, True, 0))
 
     def _apply_grant(self, grant: Grant) -> None:
         state = self.state

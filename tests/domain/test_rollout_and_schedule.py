@@ -6,12 +6,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.contracts import Counts, ReportRow
-from core.policy import parse_waves, parse_window
+from core.policy import Policy, parse_waves, parse_window
 from core.rollout import (
+    MAX_POLL_S,
+    POLL_S,
+    QUIET_AFTER_S,
+    QUIET_POLL_S,
     WindowProgress,
     allocate,
     decide_waves,
     guardrail_tripped,
+    maintenance_window_open,
+    next_poll_s,
+    next_read,
     summarize,
     wave_bounds,
     wave_count,
@@ -153,3 +160,28 @@ def test_machine_instance_id_is_stable_and_case_insensitive() -> None:
     c = machine_instance_id("/subscriptions/s/resourcegroups/rg2/providers/microsoft.hybridcompute/machines/web 01")
     assert a == b != c
     assert a.startswith("hotpatch-web-01-") and all(ch not in a for ch in "/\\#? ")
+
+
+def test_reads_back_off_after_news_and_much_further_once_quiet_but_not_while_the_window_is_open() -> None:
+    assert next_poll_s(MAX_POLL_S, True, 10_000) == POLL_S
+    assert next_poll_s(0, False, 0) == 2 * POLL_S <= MAX_POLL_S
+    assert next_poll_s(MAX_POLL_S, False, QUIET_AFTER_S - 1) == MAX_POLL_S
+    doubling = [MAX_POLL_S]
+    while doubling[-1] < QUIET_POLL_S:
+        doubling.append(next_poll_s(doubling[-1], False, QUIET_AFTER_S))
+    assert doubling == [60, 120, 240, 480, QUIET_POLL_S]
+    assert next_poll_s(QUIET_POLL_S, False, QUIET_AFTER_S, window_open=True) == MAX_POLL_S
+
+
+def test_a_window_policy_rollout_reads_when_its_maintenance_window_opens() -> None:
+    policy = replace(Policy(), reboot_policy="window", maintenance_window=parse_window("Sun 02:00-06:00"))
+    monday = datetime(2026, 1, 5, 8, tzinfo=UTC)
+    opens = datetime(2026, 1, 11, 2, tzinfo=UTC)
+    assert next_read(policy, monday, QUIET_POLL_S) == monday + timedelta(seconds=QUIET_POLL_S)
+    assert next_read(policy, opens - timedelta(minutes=3), QUIET_POLL_S) == opens + timedelta(seconds=POLL_S)
+    inside = opens + timedelta(hours=1)
+    assert next_read(policy, inside, MAX_POLL_S) == inside + timedelta(seconds=MAX_POLL_S)
+    assert maintenance_window_open(policy, inside) and not maintenance_window_open(policy, monday)
+    auto = replace(policy, reboot_policy="auto")
+    assert not maintenance_window_open(auto, inside)
+    assert next_read(auto, opens - timedelta(minutes=3), QUIET_POLL_S) == opens + timedelta(minutes=7)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 
 from arc_hotpatch.runner import run_simulation
 from arc_hotpatch.twin.fleet import generate_fleet
 from core.policy import Policy
+from core.rollout import MAX_POLL_S, QUIET_POLL_S
 from core.vocabulary import FinalState
 
 FINAL_STATES = {s.value for s in FinalState}
@@ -59,3 +61,19 @@ def test_same_seed_same_outcome() -> None:
     assert [(r["id"], r["state"], r["reason"], r["actions"]) for r in runs[0]["machines"]] == [
         (r["id"], r["state"], r["reason"], r["actions"]) for r in runs[1]["machines"]
     ]
+
+
+def test_a_rollout_waiting_days_for_its_maintenance_window_reads_rarely_and_still_ends_promptly() -> None:
+    fleet = generate_fleet(machines=3, subscriptions=1, seed=4, mix="ready")
+    report = run_simulation(fleet, replace(Policy(), reboot_policy="window"))  # Sun 02:00-06:00, from a Monday
+    check_report_adds_up(report, 3)
+    rows = report["machines"]
+    assert {(r["state"], r["reboots"]) for r in rows} == {("hotpatch_enabled", 1)}, rows
+    sunday = "2026-01-11T0"
+    assert all(r["finished_at"].startswith(sunday) for r in rows), [r["finished_at"] for r in rows]
+    makespan = report["metrics"]["virtual_makespan_s"]
+    last_finish = max(datetime.fromisoformat(r["finished_at"]) for r in rows)
+    first_start = min(datetime.fromisoformat(r["started_at"]) for r in rows)
+    assert makespan - (last_finish - first_start).total_seconds() <= QUIET_POLL_S + 2 * MAX_POLL_S
+    # Six days of waiting: reading every MAX_POLL_S would take that many episodes for the window alone.
+    assert report["metrics"]["episodes"] < makespan / MAX_POLL_S, report["metrics"]["episodes"]
