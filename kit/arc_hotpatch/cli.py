@@ -341,7 +341,7 @@ def print_summary(report: dict[str, Any]) -> None:
         enrolled_reboots = sum(r.get("next_update") == "reboot" and r["state"] == FinalState.HOTPATCH_ENABLED.value
                                for r in report["machines"])
         out.print(f"next update ({day}): hotpatch {forecast['hotpatch']}, reboot {forecast['reboot']} "
-                      f"({enrolled_reboots} of them enrolled), unknown {forecast['unknown']}")
+                  f"({enrolled_reboots} of them enrolled), unknown {forecast['unknown']}")
     planned = [r for r in report["machines"] if r["state"] == FinalState.PLANNED.value]
     if planned:
         counts = {a: sum(a in r["actions"] for r in planned) for a in ("enable_vsm", "licensing_workaround",
