@@ -37,6 +37,7 @@ app = typer.Typer(
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 POLICY_CONTEXT = {"allow_extra_args": True, "ignore_unknown_options": True}
+FLEET_FLAGS = ("subscriptions",)  # simulate and serve: --subscriptions K is the simulated fleet's, not the policy's
 
 MachinesOpt = Annotated[int | None, typer.Option("--machines", help="Generate a fleet of N machines.")]
 SubscriptionsOpt = Annotated[int, typer.Option("--subscriptions", help="Subscriptions of a generated fleet.")]
@@ -233,7 +234,7 @@ def check_faults(faults: str) -> str:
 SIMULATE_BASE = replace(Policy(), reboot_policy="auto")  # a rehearsal should not wait for a person
 
 
-@app.command(context_settings=POLICY_CONTEXT, epilog=policy_flags_help(SIMULATE_BASE))
+@app.command(context_settings=POLICY_CONTEXT, epilog=policy_flags_help(SIMULATE_BASE, without=FLEET_FLAGS))
 def simulate(
     ctx: typer.Context,
     machines: MachinesOpt = None,
@@ -397,7 +398,7 @@ def _speed(speed: float) -> float:
     return speed
 
 
-@app.command(context_settings=POLICY_CONTEXT, epilog=policy_flags_help())
+@app.command(context_settings=POLICY_CONTEXT, epilog=policy_flags_help(without=FLEET_FLAGS))
 def serve(
     ctx: typer.Context,
     port: PortOpt = 7071,

@@ -84,11 +84,14 @@ def policy_from_environment(
     return check_files(policy, SETTINGS_BY_FIELD["baselines_file"].env)
 
 
-def policy_flags_help(base: Policy | None = None) -> str:
-    """The flags' help with ``base``'s values as defaults, for the commands' epilog."""
+def policy_flags_help(base: Policy | None = None, without: tuple[str, ...] = ()) -> str:
+    """The flags' help with ``base``'s values as defaults, for the commands' epilog; ``without``: fields whose flag
+    the command uses for something else (``--subscriptions K``: the simulated fleet's count)."""
     lines = ["Policy flags (same names as the HOTPATCH_* app settings; a bad value is named with what is accepted):"]
     defaults = (base or Policy()).to_json()
     for spec in SETTINGS:
+        if spec.field in without:
+            continue
         value = "" if spec.field in _BOOLEAN else " VALUE"
         default = defaults[spec.field]
         shown = ",".join(default) if isinstance(default, list) else str(default).lower() if isinstance(

@@ -35,3 +35,14 @@ def test_every_setting_has_a_flag_in_the_help() -> None:
     for spec in SETTINGS:
         assert spec.flag in text
     assert "(default: approval)" in text and "(default: auto)" in policy_flags_help(Policy(reboot_policy="auto"))
+
+
+def test_simulate_and_serve_do_not_list_the_policy_flag_their_fleet_count_takes() -> None:
+    from typer.testing import CliRunner
+
+    from arc_hotpatch.cli import app
+
+    for command, listed in (("simulate", False), ("serve", False), ("plan", True)):
+        shown = CliRunner().invoke(app, [command, "--help"], terminal_width=200).output
+        assert ("--subscriptions VALUE: subscriptions to roll out to" in shown) is listed, command
+    assert "--subscriptions VALUE" not in policy_flags_help(without=("subscriptions",))
