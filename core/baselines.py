@@ -137,8 +137,8 @@ def load_baselines(extra_file: str = "") -> BaselineData:
         path = Path(extra_file)
         try:
             extra = json.loads(path.read_text("utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise BaselineDataError(f"{extra_file}: cannot read baselines ({exc})") from None
+        except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON
+            raise BaselineDataError(f"{extra_file}: cannot read baselines ({str(exc)[:200]})") from None
         added, extra_licensing = _parse(extra, extra_file)
         replaced = {(b.build, b.revision) for b in added}
         baselines = [b for b in baselines if (b.build, b.revision) not in replaced] + added

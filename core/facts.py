@@ -163,20 +163,24 @@ class MachineFacts:
         )
 
 
+# The names HybridCompute 2025-01-13 allows: a subscription GUID, a resource group of 1-90 letters, digits,
+# - _ . ( ) (not ending in .), a machine name of 1-54 letters, digits, - _ . (as its path parameter's pattern).
 _ID = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
-    r"Microsoft\.HybridCompute/machines/(?P<name>[^/]+)$",
+    r"^/subscriptions/(?P<sub>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r"/resourceGroups/(?P<rg>[-\w.()]{0,89}[-\w()])/providers/"
+    r"Microsoft\.HybridCompute/machines/(?P<name>[a-z0-9\-_.]{1,54})$",
     re.IGNORECASE,
 )
 
 
 def parse_machine_id(resource_id: str) -> tuple[str, str, str]:
     """(subscription id, resource group, machine name) of an Arc machine resource id."""
-    match = _ID.match(resource_id or "")
-    if not match:
+    match = _ID.match(resource_id or "") if isinstance(resource_id, str) else None
+    if not match or not match.group("name").strip("."):  # "." and ".." are path steps, not names
         raise MachinePayloadError(
-            f"not an Arc machine resource id: {resource_id!r} (expected /subscriptions/<id>/resourceGroups/"
-            "<rg>/providers/Microsoft.HybridCompute/machines/<name>)"
+            f"not an Arc machine resource id: {str(resource_id)[:300]!r} (expected /subscriptions/<GUID>/"
+            "resourceGroups/<rg>/providers/Microsoft.HybridCompute/machines/<name>, a name of 1-54 letters, "
+            "digits, - _ .)"
         )
     return match.group("sub").lower(), match.group("rg"), match.group("name")
 

@@ -183,14 +183,19 @@ def _positive_int(raw: Any) -> int:
     return value
 
 
+MAX_DURATION_S = 365 * 86400  # a year: longer is a typo (and would not survive the policy's JSON round trip)
+
+
 def parse_duration(raw: Any) -> float:
     """``90s``, ``30m``, ``2h``, ``1d``; a bare number means minutes. Returns seconds."""
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         raw = str(raw)
-    match = _DURATION.match(str(raw))
-    if not match or float(match.group(1)) <= 0:
-        raise ValueError("a positive duration such as 90s, 30m, 2h or 1d (a bare number is minutes)")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+    match = _DURATION.match(str(raw)[:64])
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()] if match else 0.0
+    if not 0 < seconds <= MAX_DURATION_S:
+        raise ValueError("a positive duration of at most 365d such as 90s, 30m, 2h or 1d (a bare number is "
+                         "minutes)")
+    return seconds
 
 
 def _fraction(raw: Any) -> float:
@@ -322,13 +327,40 @@ def _tag_name(raw: Any) -> str:
     return text
 
 
+_CRON_FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12),
+                ("day-of-week", 0, 6))
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_CRON_NAMES = {"month": {n: i for i, n in enumerate(_MONTHS, start=1)},
+               "day-of-week": {n: (i + 1) % 7 for i, n in enumerate(_DAYS)}}  # NCRONTAB: Sunday is 0
+
+
+def _cron_field_problem(text: str, name: str, low: int, high: int) -> str | None:
+    """What is wrong with one NCRONTAB field (``*``, values, names, ranges, steps or a list of them), or None."""
+    for part in text.split(","):
+        base, slash, step = part.partition("/")
+        if slash and not (step.isdigit() and 0 < int(step) <= high):
+            return f"{name} step {step!r} is not a number from 1 to {high}"
+        if base == "*":
+            continue
+        for value in base.split("-", 1):
+            number = _CRON_NAMES.get(name, {}).get(value.lower(), int(value) if value.isdigit() else None)
+            if number is None or not low <= number <= high:
+                return f"{name} {value!r} is outside {low}-{high}"
+    return None
+
+
 def _ncrontab(raw: Any) -> str:
-    """Six NCRONTAB fields (second minute hour day month weekday), as the timer trigger wants."""
+    """Six NCRONTAB fields (second minute hour day month weekday), as the timer trigger wants, each in range
+    (the Functions host refuses to start a timer whose schedule it cannot parse)."""
     text = " ".join(str(raw).split())
     fields_ = text.split(" ")
-    allowed = re.compile(r"^[\w*/,\-]+$")
-    if len(fields_) != 6 or not all(allowed.match(f) for f in fields_):
-        raise ValueError("a non-empty six-field NCRONTAB expression such as '0 0 3 * * Sun'")
+    if len(fields_) != 6:
+        problem: str | None = f"{len(fields_) if text else 0} fields, not 6"
+    else:
+        problem = next(filter(None, (_cron_field_problem(f, *spec) for f, spec in zip(fields_, _CRON_FIELDS,
+                                                                                       strict=True))), None)
+    if problem:
+        raise ValueError(f"a six-field NCRONTAB expression such as '0 0 3 * * Sun' ({problem})")
     return text
 
 

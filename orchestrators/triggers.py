@@ -155,6 +155,16 @@ def _no_constant(name: str) -> Any:
     raise RequestRejected(f"request body is not valid JSON: {name} is not a JSON number")
 
 
+MAX_INTEGER_DIGITS = 18  # no field takes more; Python's own limit (4,300) would answer with its own words
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise RequestRejected(f"request body has an integer of {len(digits.lstrip('-'))} digits; at most "
+                              f"{MAX_INTEGER_DIGITS} are accepted")
+    return int(digits)
+
+
 def json_object_body(body: bytes, expected: str) -> dict[str, Any]:
     """An optional JSON object body ({} when empty); ``RequestRejected`` naming what is wrong otherwise
     (413 over ``MAX_BODY_BYTES``; 400 for bytes that are not UTF-8 JSON, nesting deeper than
@@ -172,7 +182,8 @@ def json_object_body(body: bytes, expected: str) -> dict[str, Any]:
     if _too_deep(text):
         raise RequestRejected(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
-        data = json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_no_constant)
+        data = json.loads(text, object_pairs_hook=_object_without_duplicates, parse_constant=_no_constant,
+                          parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
         raise RequestRejected(f"request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
                               ) from None
@@ -452,6 +463,9 @@ def machine_from_event(event: func.EventGridEvent) -> str | None:
     Takes an Event Grid schema event or a CloudEvents 1.0 one (``func.CloudEvent``: ``type`` for ``eventType``)."""
     data = event.get_json() if callable(getattr(event, "get_json", None)) else None
     event_id, event_type = _said(getattr(event, "id", None)), _event_type(event)
+    if not isinstance(getattr(event, "id", None), str) or not event.id:  # both schemas require a string id
+        log.info("event_ignored id=%s reason=the event id is not a non-empty string", event_id)
+        return None
     if event_type != RESOURCE_WRITE_SUCCESS:
         log.info("event_ignored id=%s reason=event type %s", event_id, _said(event_type))
         return None

@@ -43,6 +43,14 @@ def test_machine_write_event_names_the_machine() -> None:
         event(data="not an object"),
         event(data={"operationName": "Microsoft.HybridCompute/machines/write", "resourceUri": "garbage"},
               subject="garbage"),
+        # Names ARM does not allow (HybridCompute's machineName pattern, a GUID subscription): never started.
+        *(event(subject=MACHINE_ID.replace(part, bad))
+          for part, bad in (("web-1", ".."), ("web-1", "a b"), ("web-1", "a%2Fb"), ("web-1", "a'b"),
+                            ("web-1", "w" * 55), ("rg1", "r'g"), ("rg1", "rg."), (SUB, "xyz"))),
+        func.EventGridEvent(id=None, data={"operationName": "Microsoft.HybridCompute/machines/write",  # type: ignore[arg-type]
+                                           "resourceUri": MACHINE_ID},
+                            topic="", subject=MACHINE_ID, event_type="Microsoft.Resources.ResourceWriteSuccess",
+                            event_time=None, data_version="2"),
     ],
 )
 def test_other_events_are_ignored_with_a_log_line(bad: func.EventGridEvent, caplog: pytest.LogCaptureFixture) -> None:

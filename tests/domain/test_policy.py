@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from core.policy import (
@@ -28,20 +30,20 @@ BAD_VALUES = {
     "enable_timeout": ("soon", "positive duration"),
     "reboot_timeout": ("-5m", "positive duration"),
     "approval_timeout": ("0", "positive duration"),
-    "enable_poll_interval": ("2 weeks", "positive duration"),
+    "enable_poll_interval": ("99999999999999d", "at most 365d"),
     "reboot_poll_interval": ("x", "positive duration"),
     "run_command_timeout": ("", "positive duration"),
     "run_command_attempts": ("three", "whole number >= 1"),
     "maintenance_window": ("whenever", "days and UTC hours"),
     "escalation_webhook": ("ftp://example.test/hook", "http(s) URL"),
-    "schedule": ("every sunday", "six-field NCRONTAB"),
+    "schedule": ("99 99 99 99 99 Funday", "second '99' is outside 0-59"),
     "subscriptions": ("not-a-guid", "subscription ids"),
     "resource_group": ("bad/rg", "resource group name"),
     "cloud": ("Mars", "AzureCloud | AzureUSGovernment | AzureChinaCloud"),
     "arm_endpoint": ("management.azure.com", "http(s) URL"),
     "baselines_file": ("/nonexistent/baselines.json", "cannot read"),
     "assess_patches": ("sometimes", "auto, true or false"),
-    "install_schedule": ("weekly", "six-field NCRONTAB"),
+    "install_schedule": ("61 * * * * *", "six-field NCRONTAB"),
     "disconnected_grace": ("later", "positive duration"),
 }
 
@@ -253,3 +255,30 @@ def test_assess_patches_is_on_for_dry_runs_and_off_for_rollouts_unless_set(setti
     policy = load_policy({"HOTPATCH_ASSESS_PATCHES": setting, "HOTPATCH_DRY_RUN": str(dry_run).lower()})
     assert policy.assesses_patches is assesses
     assert Policy().assess_patches == "auto" and not Policy().assesses_patches
+
+
+@pytest.mark.parametrize(
+    ("schedule", "problem"),
+    [("0 0 3 * *", "5 fields, not 6"), ("0 0 25 * * *", "hour '25' is outside 0-23"),
+     ("0 0 3 * 13 *", "month '13' is outside 1-12"), ("0 */0 * * * *", "minute step '0'"),
+     ("0 0 3 * * Funday", "day-of-week 'Funday'")],
+)
+def test_schedules_are_checked_field_by_field(schedule: str, problem: str) -> None:
+    with pytest.raises(SettingError, match=re.escape(problem)):
+        load_policy({"HOTPATCH_SCHEDULE": schedule})
+    for good in ("0 0 3 * * Sun", "0 */5 * * * *", "0 30 9 1-7 Jan,Apr,Jul,Oct Tue", "0 0 0 * * 0-6/2"):
+        assert load_policy({"HOTPATCH_SCHEDULE": good}).schedule == good
+
+
+def test_durations_are_at_most_a_year() -> None:
+    assert parse_duration("365d") == 365 * 86400
+    for too_long in ("366d", "99999999999999999999999", 1e30):
+        with pytest.raises(ValueError, match="at most 365d"):
+            parse_duration(too_long)
+
+
+def test_a_baselines_file_that_is_not_utf8_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "baselines.json"
+    bad.write_bytes(b'\xff\xfe{"baselines": []}')
+    with pytest.raises(SettingError, match=r"HOTPATCH_BASELINES_FILE.*cannot read baselines"):
+        load_policy({"HOTPATCH_BASELINES_FILE": str(bad)})

@@ -139,6 +139,7 @@ def hostile_bodies() -> dict[str, tuple[bytes, int, str]]:
         "nested_33_deep": (b'{"a": ' * 33 + b"1" + b"}" * 33, 400, "nests deeper than 32 levels"),
         "duplicate_key": (b'{"dry_run": true, "dry_run": false}', 400, "repeats the key 'dry_run'"),
         "nan": (b'{"concurrency": NaN}', 400, "NaN is not a JSON number"),
+        "huge_integer": (b'{"concurrency": ' + b"9" * 5000 + b"}", 400, "an integer of 5000 digits; at most 18"),
         "not_utf8": (b'{"dry_run": "\xff\xfe"}', 400, "not UTF-8"),
         "string_for_boolean": (b'{"dry_run": "yes"}', 400, "expected a JSON boolean (true or false), not a JSON "
                                                             "string"),
