@@ -547,6 +547,22 @@ def _policy_from_items(items: tuple[tuple[str, Any], ...]) -> Policy:
     return apply_overrides(Policy(), dict(items))
 
 
+# HOTPATCH_* names that are not policy settings: the ledger's storage, the task hub, the timer binding the
+# install schedule feeds, and the local kit's (a token and CA file for the twin, log level, Azurite's binary).
+OTHER_SETTINGS = frozenset({
+    "HOTPATCH_LEDGER_CONNECTION", "HOTPATCH_LEDGER_ENDPOINT", "HOTPATCH_LEDGER_TABLE", "HOTPATCH_TASK_HUB",
+    "HOTPATCH_INSTALL_TIMER", "HOTPATCH_ARM_TOKEN", "HOTPATCH_ARM_CA_FILE", "HOTPATCH_LOG_LEVEL",
+    "HOTPATCH_AZURITE_BIN",
+})
+
+
+def unknown_settings(environ: Mapping[str, str]) -> list[str]:
+    """``HOTPATCH_*`` names that are no setting: a misspelt one (``HOTPATCH_CONCURENCY``) leaves the default in
+    force, so callers warn about them."""
+    known = {spec.env for spec in SETTINGS} | OTHER_SETTINGS
+    return sorted(name for name in environ if name.startswith("HOTPATCH_") and name not in known)
+
+
 def load_policy(environ: Mapping[str, str]) -> Policy:
     """Policy from app settings (``HOTPATCH_*``); an empty or absent setting keeps the default."""
     changes: dict[str, Any] = {}

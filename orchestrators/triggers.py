@@ -47,6 +47,7 @@ from core.policy import (
     narrow,
     parse_subscription_id,
     quote_value,
+    unknown_settings,
 )
 from core.report_views import report_csv, report_html
 from core.rollout import summarize
@@ -94,8 +95,16 @@ def _error(status: int, code: str, message: str) -> func.HttpResponse:
     return _json_response(status, {"error": {"code": code, "message": message}})
 
 
+_warned_unknown: set[str] = set()
+
+
 def app_policy() -> Policy:
-    """The policy from app settings; raises SettingError naming a bad setting."""
+    """The policy from app settings; raises SettingError naming a bad setting. Warns once per name about a
+    ``HOTPATCH_*`` app setting that is no setting (a typo would leave the default in force)."""
+    for name in unknown_settings(os.environ):
+        if name not in _warned_unknown:
+            _warned_unknown.add(name)
+            log.warning("unknown_setting name=%s: not a HOTPATCH setting, ignored (a typo?)", name)
     return load_policy(os.environ)
 
 

@@ -103,3 +103,16 @@ def test_bad_rollout_requests_name_the_problem(subscription: str, body: bytes, m
 )
 def test_approval_payload_accepts_object_or_json_string(raw: object, expected: dict) -> None:
     assert approval_payload(raw) == expected
+
+
+def test_a_misspelt_app_setting_is_warned_about_once(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from orchestrators import triggers
+
+    monkeypatch.setenv("HOTPATCH_CONCURENCY", "5")
+    monkeypatch.setattr(triggers, "_warned_unknown", set())
+    caplog.set_level("WARNING")
+    assert triggers.app_policy().concurrency == Policy().concurrency, "the typo leaves the default in force"
+    triggers.app_policy()
+    warned = [r.getMessage() for r in caplog.records if "unknown_setting" in r.getMessage()]
+    assert len(warned) == 1 and "HOTPATCH_CONCURENCY" in warned[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -282,3 +283,16 @@ def test_a_baselines_file_that_is_not_utf8_is_named(tmp_path) -> None:  # type: 
     bad.write_bytes(b'\xff\xfe{"baselines": []}')
     with pytest.raises(SettingError, match=r"HOTPATCH_BASELINES_FILE.*cannot read baselines"):
         load_policy({"HOTPATCH_BASELINES_FILE": str(bad)})
+
+
+def test_misspelt_settings_are_found_and_every_hotpatch_name_the_code_reads_is_known() -> None:
+    from core.policy import OTHER_SETTINGS, unknown_settings
+
+    assert unknown_settings({"HOTPATCH_CONCURENCY": "5", "HOTPATCH_CONCURRENCY": "5", "PATH": "/bin",
+                             "HOTPATCH_TASK_HUB": "hub"}) == ["HOTPATCH_CONCURENCY"]
+    root = Path(__file__).resolve().parents[2]
+    read = set()
+    for folder in ("core", "orchestrators", "activities", "kit/arc_hotpatch"):
+        for source in (root / folder).rglob("*.py"):
+            read |= set(re.findall(r"[\"'](HOTPATCH_[A-Z][A-Z_]*[A-Z])[\"']", source.read_text("utf-8")))
+    assert read and read - ({spec.env for spec in SETTINGS} | OTHER_SETTINGS) == set()
