@@ -207,6 +207,9 @@ def test_event_grid_delivery_validation_and_errors(served):
         json=[{"id": "v", "eventType": VALIDATION_EVENT, "data": {"validationCode": "c0de"}}],
     )
     assert validation.status_code == 200 and validation.json() == {"validationResponse": "c0de"}
+    not_a_code = requests.post(url, params=query, headers={"aeg-event-type": "SubscriptionValidation"},
+                               json=[{"id": "v", "eventType": VALIDATION_EVENT, "data": {"validationCode": 5}}])
+    assert not_a_code.status_code == 400 and "string data.validationCode" in not_a_code.text
 
     # Like `func start`, no key is needed locally; a wrong one is refused.
     without_key = requests.post(url, params={"functionName": "on_machine_write"}, headers=notification, json=[])

@@ -735,8 +735,8 @@ class HttpRuntime:
             code = next(
                 (e.get("data", {}).get("validationCode") for e in events if isinstance(e.get("data"), dict)), None
             )
-            if not code:
-                return _error(400, "SubscriptionValidation event without data.validationCode")
+            if not code or not isinstance(code, str):  # Event Grid sends a GUID string
+                return _error(400, "SubscriptionValidation event without a string data.validationCode")
             return _json_response(200, {"validationResponse": code})
         if event_type == "Unsubscribe":
             return _json_response(202)
