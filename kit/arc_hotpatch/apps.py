@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import os
 import re
 import sys
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
+
+from .jsonfiles import JsonFileError, read_json
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # kit/arc_hotpatch/apps.py -> the repository (the app's folder)
 LOCAL_SETTINGS = "local.settings.json"
@@ -73,9 +74,11 @@ def read_local_settings(folder: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text("utf-8-sig"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AppError(f"{path}: not readable as JSON ({exc})") from None
+        data = read_json(path)
+    except OSError as exc:
+        raise AppError(f"{path}: not readable ({exc.strerror or exc})") from None
+    except JsonFileError as exc:
+        raise AppError(f"{path}: {exc}") from None
     values = data.get("Values", {}) if isinstance(data, dict) else None
     if not isinstance(values, dict):
         raise AppError(f"{path}: expected an object with a 'Values' object of app settings")

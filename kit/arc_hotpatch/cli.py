@@ -44,22 +44,25 @@ SubscriptionsOpt = Annotated[int, typer.Option("--subscriptions", help="Subscrip
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the generated fleet and of injected faults.")]
 ScenarioOpt = Annotated[Path | None, typer.Option("--scenario", help="Scenario file (JSON, SPEC §5).")]
 FaultsOpt = Annotated[str, typer.Option("--faults", help="none | chaos | FILE (JSON): injected faults.")]
-SpeedOpt = Annotated[float, typer.Option("--speed", help="Simulated seconds per real second.")]
+START_YEARS = (2000, 2100)  # a rehearsal's months; at year 1 or 9999 the clocks' date arithmetic overflows
 
 
 def parse_start(text: str | None) -> datetime:
     """``--start``: a date (``2026-02-02``, at the default start's time of day) or an ISO date and time (UTC unless
-    it says otherwise); absent, the fixed default start, so runs stay reproducible."""
+    it says otherwise), in the years START_YEARS; absent, the fixed default start, so runs stay reproducible."""
     if not text:
         return DEFAULT_START
     try:
         if len(text.strip()) == 10:
             day = date.fromisoformat(text.strip())
-            return DEFAULT_START.replace(year=day.year, month=day.month, day=day.day)
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+            moment = DEFAULT_START.replace(year=day.year, month=day.month, day=day.day)
+        else:
+            moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise fail(f"--start {text!r}: expected a date such as 2026-02-02 or a time such as 2026-02-02T08:00:00Z") \
             from None
+    if not START_YEARS[0] <= moment.year <= START_YEARS[1]:  # checked before converting: that may overflow too
+        raise fail(f"--start {text!r}: expected a date in the years {START_YEARS[0]}-{START_YEARS[1]}")
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
@@ -120,6 +123,50 @@ def _reported(*errors: type[Exception]) -> Iterator[None]:
 
 
 PortOpt = Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free port).", callback=check_port)]
+MAX_SPEED = 1e6  # a simulated year in about 30 s; beyond it (or inf, nan) the clock's arithmetic overflows
+
+
+def check_speed(speed: float) -> float:
+    """``--speed``: a number > 0 and at most MAX_SPEED; a one-line error otherwise (before anything starts)."""
+    if not 0 < speed <= MAX_SPEED:  # nan fails every comparison
+        raise fail(f"--speed {speed}: expected a number > 0 and at most {MAX_SPEED:,.0f}")
+    return speed
+
+
+SpeedOpt = Annotated[float, typer.Option("--speed", help="Simulated seconds per real second.", callback=check_speed)]
+OUTPUT_FLAGS = ("--report", "--html", "--csv")
+
+
+def outputs(report: Path | None, html: Path | None, csv: Path | None) -> list[tuple[str, Path]]:
+    """The report files a run writes, with the flag that named each."""
+    return [(flag, path) for flag, path in zip(OUTPUT_FLAGS, (report, html, csv), strict=True) if path is not None]
+
+
+def check_outputs(report: Path | None, html: Path | None, csv: Path | None) -> None:
+    """Before a run: every report file can be written (missing folders can be made), so a long run does not fail
+    at its last step; a one-line error naming the flag otherwise. Leaves nothing behind."""
+    for flag, path in outputs(report, html, csv):
+        try:
+            if path.is_dir():
+                raise fail(f"{flag} {path}: is a folder; expected a file name")
+            folder = path.parent
+            while not folder.exists() and folder != folder.parent:
+                folder = folder.parent
+            if not folder.is_dir():
+                raise fail(f"{flag} {path}: {folder} is not a folder")
+            if folder != path.parent:  # the missing folders are made when the report is written
+                if not os.access(folder, os.W_OK | os.X_OK):
+                    raise fail(f"{flag} {path}: cannot create folders in {folder}")
+                continue
+            if path.exists() and not path.is_file():
+                continue  # a device or a pipe (/dev/stdout): opening it now could block or consume it
+            existed = path.exists()
+            with path.open("a", encoding="utf-8"):  # appends nothing: an existing file is unchanged until the end
+                pass
+            if not existed:
+                path.unlink()
+        except OSError as exc:
+            raise fail(f"{flag} {path}: cannot be written ({exc.strerror or exc})") from None
 
 
 def build_fleet(machines: int | None, subscriptions: int, seed: int, scenario: Path | None) -> Any:
@@ -189,6 +236,14 @@ def take_webhook(args: list[str]) -> tuple[str | None, list[str]]:
     return webhook, rest
 
 
+def warn_unknown_settings() -> None:
+    """A HOTPATCH_* variable that is no setting (a typo leaves the default in force): one warning line each."""
+    from core.policy import unknown_settings
+
+    for name in unknown_settings(os.environ):
+        console.print(f"[yellow]warning:[/] {name} is not a HOTPATCH setting: ignored (a typo?)", highlight=False)
+
+
 def rehearsal_policy(ctx: typer.Context, base: Policy, fleet: Any) -> tuple[Policy, str | None]:
     """simulate's and serve's policy: ``base``, then the HOTPATCH_* app settings of the environment (but
     the ARM endpoint, which the twin decides), then the CLI flags; and the escalation webhook of a flag.
@@ -199,6 +254,7 @@ def rehearsal_policy(ctx: typer.Context, base: Policy, fleet: Any) -> tuple[Poli
     from .runner import twin_scope
 
     webhook, args = take_webhook(list(ctx.args))
+    warn_unknown_settings()
     try:
         policy = policy_from_flags(policy_from_environment(base, os.environ, ignore=TWIN_DECIDED), args)
         twin_scope(policy.subscriptions, fleet.subscription_ids)
@@ -257,23 +313,27 @@ def simulate(
     person); pass --reboot-policy to rehearse another. App settings (HOTPATCH_*) in the
     environment are read first (the twin decides only the ARM endpoint); flags override them.
     """
-    from .runner import run_simulation
+    from .runner import RolloutFailed, run_simulation
 
     fleet = build_fleet(machines, subscriptions, seed, scenario)
     policy, webhook = rehearsal_policy(ctx, SIMULATE_BASE, fleet)
     check_faults(faults)
     started_at = parse_start(start)
+    check_outputs(report, html, csv)
     console.print(
         f"Simulating [bold]{len(fleet.machines)}[/] machines in {len(fleet.subscription_ids)} subscription(s): "
         f"reboot policy [bold]{policy.reboot_policy}[/], workaround [bold]{policy.workaround_mode}[/]"
         f"{', [bold yellow]dry run[/]' if policy.dry_run else ''}, waves {','.join(map(str, policy.waves))}, "
         f"faults {faults}, from {started_at:%Y-%m-%d %H:%M} UTC"
     )
-    with webhook_environment(webhook):
-        result = _run_with_progress(lambda progress: run_simulation(fleet, policy, faults=faults, progress=progress,
-                                                                   start=started_at,
-                                                                   install_hotpatches=install_hotpatches),
-                                    len(fleet.machines))
+    try:
+        with webhook_environment(webhook):
+            result = _run_with_progress(lambda progress: run_simulation(fleet, policy, faults=faults,
+                                                                       progress=progress, start=started_at,
+                                                                       install_hotpatches=install_hotpatches),
+                                        len(fleet.machines))
+    except RolloutFailed as exc:
+        raise failed_run("rollout", exc, exc.report, report, html, csv) from None
     print_summary(result)
     _write_report(report, result, html, csv)
 
@@ -388,14 +448,8 @@ def twin(
 
     fleet = build_fleet(machines, subscriptions, seed, scenario)
     with port_errors(port), _reported(CaFileError):
-        run_twin_cli(port=port, fleet=fleet, faults=check_faults(faults), speed=_speed(speed), start=parse_start(start),
+        run_twin_cli(port=port, fleet=fleet, faults=check_faults(faults), speed=speed, start=parse_start(start),
                      tls=not no_tls, ca_file=str(ca_file) if ca_file else None)
-
-
-def _speed(speed: float) -> float:
-    if speed <= 0:
-        raise fail(f"--speed must be > 0, got {speed}")
-    return speed
 
 
 @app.command(context_settings=POLICY_CONTEXT, epilog=policy_flags_help(without=FLEET_FLAGS))
@@ -446,13 +500,13 @@ def serve(
             if ctx.args:
                 raise fail(f"{' '.join(ctx.args)}: policy flags apply to the project's app (or with --twin)")
             with port_errors(port):
-                run_serve_app(app=served, port=port, speed=_speed(speed), no_auth=not auth, console=out,
+                run_serve_app(app=served, port=port, speed=speed, no_auth=not auth, console=out,
                               start=started_at)
             return
         fleet = build_fleet(machines, subscriptions, seed, scenario)
         policy, webhook = rehearsal_policy(ctx, Policy(), fleet)
         with webhook_environment(webhook), port_errors(port):
-            run_serve(fleet=fleet, policy=policy, port=port, faults=check_faults(faults), speed=_speed(speed),
+            run_serve(fleet=fleet, policy=policy, port=port, faults=check_faults(faults), speed=speed,
                       no_auth=not auth, console=out, start=started_at, app=served)
 
 
@@ -471,19 +525,17 @@ def plan(
     from .runner import PlanError, run_plan
 
     try:
+        warn_unknown_settings()
         policy = replace(build_policy(ctx, load_policy(os.environ)), dry_run=True)
     except SettingError as exc:
         raise fail(str(exc)) from None
+    check_outputs(report, html, csv)
     scope = ", ".join(policy.subscriptions) or "every readable subscription"
     console.print(f"Plan (dry run) against {policy.resolved_arm_endpoint}: {scope}", highlight=False)
     try:
         result = _run_with_progress(lambda progress: run_plan(policy, progress=progress), None)
     except PlanError as exc:
-        failed = {**exc.report, "error": str(exc)}
-        if failed.get("summary"):
-            print_summary(failed)
-        _write_report(report, failed, html, csv)
-        raise fail(f"plan failed: {exc}", code=1) from None
+        raise failed_run("plan", exc, exc.report, report, html, csv) from None
     print_summary(result)
     errors = (result.get("rollout") or {}).get("errors") or []
     if errors:
@@ -495,16 +547,33 @@ def plan(
                    f"({first['subscription_id']}: {str(first['error']).splitlines()[0][:200]})", code=1)
 
 
+def failed_run(what: str, exc: Exception, finished: dict[str, Any], path: Path | None, html: Path | None,
+               csv: Path | None) -> typer.Exit:
+    """A run that failed: the summary of what it ``finished`` and the report files (with the error), then one
+    line ``<what> failed: <the cause's first line>`` (exit 1); the caller raises the returned Exit."""
+    from .runner import first_line
+
+    failed = {**finished, "error": str(exc)}
+    if failed.get("summary"):
+        print_summary(failed)
+    _write_report(path, failed, html, csv)
+    return fail(f"{what} failed: {first_line(exc)}", code=1)
+
+
 def _write_report(path: Path | None, report: dict[str, Any], html: Path | None = None,
                   csv: Path | None = None) -> None:
-    """The report as JSON (``--report``), one self-contained HTML page (``--html``) and CSV (``--csv``)."""
+    """The report as JSON (``--report``), one self-contained HTML page (``--html``) and CSV (``--csv``); a file
+    that cannot be written after all (``check_outputs`` passed) ends the command with one line (exit 1)."""
     from core.report_views import report_csv, report_html
 
-    for target, render in ((path, lambda r: json.dumps(r, indent=2) + "\n"), (html, report_html), (csv, report_csv)):
-        if target is None:
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(render(report), encoding="utf-8")
+    renderers = {"--report": lambda r: json.dumps(r, indent=2) + "\n", "--html": report_html, "--csv": report_csv}
+    for flag, target in outputs(path, html, csv):
+        text = renderers[flag](report)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise fail(f"{flag} {target}: cannot be written ({exc.strerror or exc})", code=1) from None
         out.print(f"Report written to {target}")
 
 

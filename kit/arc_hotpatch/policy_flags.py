@@ -9,33 +9,48 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from core.policy import SETTINGS, SETTINGS_BY_FIELD, Policy, SettingError, apply_overrides, check_files
+from core.policy import SETTINGS, SETTINGS_BY_FIELD, Policy, SettingError, apply_overrides, check_files, quote_value
 
 _BY_FLAG = {spec.flag: spec for spec in SETTINGS}
 _BOOLEAN = {"dry_run"}
 
 
+class UnexpectedArgument(SettingError):
+    """A word where a flag belongs (``--dry-run maybe``): named as an argument, not as an unknown setting."""
+
+    def __init__(self, argument: str, after: str | None) -> None:
+        why = (f"{after} takes no value (give {after} or --no-{after[2:]}, or {after}=true|false)" if after
+               else "expected a flag such as --reboot-policy")
+        ValueError.__init__(self, f"unexpected argument {quote_value(argument)}: {why}")
+        self.setting, self.value, self.accepted = after or argument, argument, why
+
+
 def parse_policy_flags(args: Sequence[str]) -> dict[str, Any]:
     """``["--reboot-policy", "auto", "--dry-run"]`` → ``{"reboot_policy": "auto", "dry_run": True}``.
 
-    Raises SettingError naming an unknown flag, or a flag without its value.
+    Raises SettingError naming an unknown flag, or a flag without its value; UnexpectedArgument for a word that is
+    no flag (after a boolean flag, which takes no value: ``--dry-run maybe``).
     """
     overrides: dict[str, Any] = {}
     items = list(args)
     index = 0
+    bare: str | None = None  # the boolean flag just given without a value: a word after it is not its value
     while index < len(items):
         item = items[index]
+        if not item.startswith("-"):
+            raise UnexpectedArgument(item, bare)
+        bare = None
         flag, _, inline = item.partition("=")
         if flag.startswith("--no-") and "--" + flag[5:] in _BY_FLAG and _BY_FLAG["--" + flag[5:]].field in _BOOLEAN:
             overrides[_BY_FLAG["--" + flag[5:]].field] = False
-            index += 1
+            bare, index = "--" + flag[5:], index + 1
             continue
         spec = _BY_FLAG.get(flag)
         if spec is None:
             raise SettingError(item, "", "a known flag (" + ", ".join(sorted(_BY_FLAG)) + ")")
         if spec.field in _BOOLEAN and not inline:
             overrides[spec.field] = True
-            index += 1
+            bare, index = spec.flag, index + 1
             continue
         if inline or "=" in item:
             value = inline

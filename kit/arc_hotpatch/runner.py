@@ -112,7 +112,7 @@ class PlanError(RuntimeError):
         self.report = report or {}
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
 
@@ -138,14 +138,14 @@ def check_arm_access(policy: Policy) -> list[str]:
     try:
         connection.credential.get_token(*connection.credential_scopes)
     except Exception as exc:
-        raise PlanError(f"cannot authenticate to {endpoint}: {_first_line(exc)}") from None
+        raise PlanError(f"cannot authenticate to {endpoint}: {first_line(exc)}") from None
     try:
         readable = [str(s.subscription_id) for s in subscription_client(connection).subscriptions.list()]
     except HttpResponseError as exc:
         status = f"HTTP {exc.status_code}" if exc.status_code else "refused"
-        raise PlanError(f"ARM at {endpoint} refused to list subscriptions ({status}): {_first_line(exc)}") from None
+        raise PlanError(f"ARM at {endpoint} refused to list subscriptions ({status}): {first_line(exc)}") from None
     except AzureError as exc:
-        raise PlanError(f"cannot reach ARM at {endpoint}: {_first_line(exc)}") from None
+        raise PlanError(f"cannot reach ARM at {endpoint}: {first_line(exc)}") from None
     if not policy.subscriptions and not readable:
         raise PlanError(f"the identity can read no subscription at {endpoint}")
     return readable
@@ -208,11 +208,11 @@ def _finished_report(host: DurableHost, client: Any, instance_id: str, expected_
     try:
         final = host.run_until_complete([instance_id], timeout_real_s=timeout_real_s)[instance_id]
     except Exception as exc:
-        raise RolloutFailed(f"the rollout did not finish: {_first_line(exc)}", partial()) from exc
+        raise RolloutFailed(f"the rollout did not finish: {first_line(exc)}", partial()) from exc
     finally:
         stop_progress()
     if final["runtimeStatus"] != "Completed":
-        output = _first_line(Exception(str(final.get("output"))))
+        output = first_line(Exception(str(final.get("output"))))
         raise RolloutFailed(f"the rollout orchestration ended {final['runtimeStatus']}: {output}", partial())
     report = host.run_client_coroutine(rollout_report(client, instance_id))
     if report is None:
@@ -255,6 +255,8 @@ def run_simulation(
 
     ``throttling=False`` turns the twin's ARM token buckets off (the benchmark's critical-path pass);
     ``install_hotpatches``: then install this month's hotpatches (a second run); the report is that run's.
+    Raises RolloutFailed (one line; its ``report``: what was finished) when the twin does not start or the
+    rollout does not complete.
     """
     # The twin answers from a process of its own (the machine's other core), on this clock's time.
     shared_time = TwinProcess.shared_time()
@@ -262,7 +264,10 @@ def run_simulation(
     wall_start = time.perf_counter()
     virtual_start = clock.now()
     twin = TwinProcess(fleet, shared_time, faults, throttling=throttling)
-    twin.start()
+    try:
+        twin.start()
+    except RuntimeError as exc:  # its one line, as a failed rollout's
+        raise RolloutFailed(str(exc)) from exc
     try:
         with twin_environment(twin), ledger_environment():  # the audit ledger: Azurite unless configured
             report, host_metrics = execute_rollout(

@@ -16,6 +16,9 @@ A faults file is a JSON object; every key is optional (default: no fault of that
       "agent_flap_window_minutes": 120     # ... starting at a time within this window after twin start
     }
 
+Durations are bounded so the twin's clock arithmetic cannot overflow: minutes at most a week (MAX_MINUTES),
+Retry-After at most an hour; NaN and Infinity (which Python's JSON parser reads) are refused.
+
 Each decision is a hash of (seed, what, whose, sequence number), not a draw from a shared
 random generator, so the n-th request to a machine or the n-th run on it meets the same
 fault in every run with the same seed, whatever the thread interleaving.
@@ -23,11 +26,13 @@ fault in every run with the same seed, whatever the thread interleaving.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from ..jsonfiles import JsonFileError, read_json
+from .fleet import MAX_MINUTES
 
 
 class FaultsError(ValueError):
@@ -68,10 +73,13 @@ PRESETS: dict[str, Faults] = {"none": NO_FAULTS, "chaos": CHAOS}
 
 _RATES = ("arm_throttle_rate", "arm_server_error_rate", "lost_run_result_rate", "slow_reboot_rate", "agent_flap_rate")
 _RANGES = ("retry_after_seconds", "slow_reboot_extra_minutes", "agent_flap_minutes")
+MAX_RETRY_AFTER_S = 3600  # an hour; ARM's own Retry-After values are seconds to minutes
 
 
-def _number(raw: Any) -> float | None:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+def _number(raw: Any, high: float) -> float | None:
+    """``raw`` if it is a number from 0 to ``high``, else None: not a boolean, NaN or Infinity (which Python's
+    JSON parser reads), nor so large that the twin's timedeltas overflow."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 <= raw <= high:
         return None
     return float(raw)
 
@@ -82,25 +90,27 @@ def _parse_value(key: str, raw: Any) -> Any:
             raise FaultsError(f"faults.seed: {raw!r} is not accepted; expected a whole number")
         return raw
     if key in _RATES:
-        value = _number(raw)
-        if value is None or not 0 <= value <= 1:
+        value = _number(raw, 1)
+        if value is None:
             raise FaultsError(f"faults.{key}: {raw!r} is not accepted; expected a rate from 0 to 1")
         return value
     if key in _RANGES:
+        bound, unit = (MAX_RETRY_AFTER_S, "seconds") if key == "retry_after_seconds" else (MAX_MINUTES, "minutes")
         if not isinstance(raw, list) or len(raw) != 2:
             raise FaultsError(f"faults.{key}: {raw!r} is not accepted; expected [low, high]")
-        low, high = (_number(v) for v in raw)
-        if low is None or high is None or low < 0 or high < low:
-            raise FaultsError(f"faults.{key}: {raw!r} is not accepted; expected [low, high] with 0 <= low <= high")
+        low, high = (_number(v, bound) for v in raw)
+        if low is None or high is None or high < low:
+            raise FaultsError(f"faults.{key}: {raw!r} is not accepted; "
+                              f"expected [low, high] {unit} with 0 <= low <= high <= {bound}")
         if key == "retry_after_seconds":
             if low < 1 or low != int(low) or high != int(high):
                 raise FaultsError(f"faults.{key}: {raw!r} is not accepted; expected whole seconds >= 1")
             return (int(low), int(high))
         return (low, high)
     if key == "agent_flap_window_minutes":
-        value = _number(raw)
+        value = _number(raw, MAX_MINUTES)
         if value is None or value <= 0:
-            raise FaultsError(f"faults.{key}: {raw!r} is not accepted; expected minutes > 0")
+            raise FaultsError(f"faults.{key}: {raw!r} is not accepted; expected minutes > 0 and <= {MAX_MINUTES}")
         return value
     known = ", ".join(["preset", *(f.name for f in fields(Faults) if f.name != "name")])
     raise FaultsError(f"faults: unknown key {key!r} (known: {known})")
@@ -108,7 +118,7 @@ def _parse_value(key: str, raw: Any) -> Any:
 
 def faults_from_mapping(spec: Mapping[str, Any], name: str = "custom") -> Faults:
     preset_name = spec.get("preset", "none")
-    if preset_name not in PRESETS:
+    if not isinstance(preset_name, str) or preset_name not in PRESETS:  # a list or object is not hashable
         raise FaultsError(f"faults.preset: {preset_name!r} is not accepted; expected one of {', '.join(PRESETS)}")
     changes = {key: _parse_value(key, raw) for key, raw in spec.items() if key != "preset"}
     return replace(PRESETS[preset_name], name=name, **changes)
@@ -127,11 +137,11 @@ def load_faults(spec: str | Path | Mapping[str, Any] | Faults | None) -> Faults:
         return PRESETS[text]
     path = Path(text)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
     except OSError as exc:
         raise FaultsError(f"--faults {text!r}: expected none, chaos or a JSON file ({exc.strerror or exc})") from None
-    except json.JSONDecodeError as exc:
-        raise FaultsError(f"faults file {path}: not valid JSON ({exc})") from None
+    except JsonFileError as exc:
+        raise FaultsError(f"faults file {path}: {exc}") from None
     if not isinstance(data, Mapping):
         raise FaultsError(f"faults file {path}: expected a JSON object")
     return faults_from_mapping(data, name=path.name)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..jsonfiles import JsonFileError, read_json
 from .seeding import stable_uuid
 
 AGENT_STATUSES = ("Connected", "Disconnected", "Error")
@@ -41,6 +42,7 @@ DEFAULT_RESOURCE_GROUP = "rg-arc-servers"
 MAX_MACHINES = 100_000  # a fleet's bound: scenario counts, generated fleets, ``--machines``
 MAX_SUBSCRIPTIONS = 1000
 MAX_SCENARIO_BYTES = 64 * 1024 * 1024  # a scenario file larger than this is refused before it is read
+MAX_MINUTES = 7 * 24 * 60  # a week: bounds every simulated duration, so no timedelta the twin builds can overflow
 
 
 class ScenarioError(ValueError):
@@ -156,7 +158,8 @@ def _boolean(raw: Any) -> bool:
 
 def _one_of(*accepted: Any) -> Callable[[Any], Any]:
     def parse(raw: Any) -> Any:
-        if isinstance(raw, bool) or raw not in accepted:
+        # Of the same type too: 2.0 == 2 and True == 1, but neither is the integer 2 or 1.
+        if not any(type(raw) is type(value) and raw == value for value in accepted):
             raise ValueError("one of " + ", ".join(json.dumps(a) for a in accepted))
         return raw
 
@@ -170,8 +173,9 @@ def _text(raw: Any) -> str:
 
 
 def _minutes(raw: Any) -> float:
-    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 0 or raw != raw:
-        raise ValueError("a number of minutes >= 0")
+    # NaN and Infinity fail the range check (JSON has neither, but Python's parser reads them).
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 <= raw <= MAX_MINUTES:
+        raise ValueError(f"a number of minutes from 0 to {MAX_MINUTES}")
     return float(raw)
 
 
@@ -351,11 +355,11 @@ def load_scenario(source: str | Path | Mapping[str, Any]) -> Fleet:
                     f"scenario file {path}: {path.stat().st_size} bytes is too large; "
                     f"expected at most {MAX_SCENARIO_BYTES} bytes"
                 )
-            scenario = json.loads(path.read_text(encoding="utf-8"))
+            scenario = read_json(path)
         except OSError as exc:
             raise ScenarioError(f"scenario file {path}: {exc.strerror or exc}") from None
-        except json.JSONDecodeError as exc:
-            raise ScenarioError(f"scenario file {path}: not valid JSON ({exc})") from None
+        except JsonFileError as exc:
+            raise ScenarioError(f"scenario file {path}: {exc}") from None
     if not isinstance(scenario, Mapping):
         raise ScenarioError("scenario: expected a JSON object with seed, subscriptions and groups")
     unknown = sorted(set(scenario) - {"seed", "subscriptions", "groups"})
