@@ -50,6 +50,21 @@ def test_new_profile() -> None:
     assert "subscriptionStatus" not in body["properties"]["productProfile"]
 
 
+def test_new_profile_asks_for_the_hotpatch_feature_of_windows_server() -> None:
+    product = new_hotpatch_profile("westeurope")["properties"]["productProfile"]
+    assert product == {"productType": "WindowsServer",
+                       "productFeatures": [{"name": "Hotpatch", "subscriptionStatus": "Enable"}]}
+
+
+def test_a_hotpatch_feature_spelt_in_another_case_is_enabled_not_doubled() -> None:
+    body = merged_hotpatch_update([{"name": "hotpatch", "subscriptionStatus": "Disabled"},
+                                   {"name": "WindowsServerAzureArcMgmt", "subscriptionStatus": "Enabled"}])
+    assert body["properties"]["productProfile"]["productFeatures"] == [
+        {"name": "hotpatch", "subscriptionStatus": "Enable"},
+        {"name": "WindowsServerAzureArcMgmt", "subscriptionStatus": "Enable"},
+    ]
+
+
 def test_a_profile_with_anything_to_keep_is_merged_never_replaced() -> None:
     assert license_in_use(CURRENT["properties"])
     assert license_in_use({"esuProfile": {"assignedLicense": "x", "esuEligibility": "Eligible"}})

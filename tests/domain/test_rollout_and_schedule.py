@@ -84,6 +84,15 @@ def test_a_percentage_wave_waits_for_every_assessment_then_opens() -> None:
     assert (assessed.wave, assessed.final) == (2, True), "10% of 40 reached and done: the final wave"
 
 
+def test_the_next_wave_opens_only_once_every_machine_of_the_current_one_has_finished() -> None:
+    waves = parse_waves("1,10%,100%")
+    canary_running = W(changeable=40, unassessed=0, queued_waiting=39, granted=(1,), members_done=(0,))
+    running = decide_waves(waves, 0.2, 0, [1], [canary_running])
+    assert (running.wave, running.budgets) == (0, (1,)), "no second-wave machine while the canary runs"
+    finished = decide_waves(waves, 0.2, 0, [1], [replace(canary_running, members_done=(1,))])
+    assert (finished.wave, finished.budgets) == (1, (4,))
+
+
 def test_the_guardrail_halts_as_results_arrive_not_at_the_end_of_the_wave() -> None:
     waves = parse_waves("1,10%,100%")
     bad_canary = W(changeable=5, unassessed=95, unstarted=90, queued_waiting=4, granted=(1,), members_done=(1,),
@@ -137,6 +146,17 @@ def test_summary_adds_up() -> None:
                                              "reboots": 4, "escalations": 4}
 
 
+def test_halted_and_other_machines_are_no_escalations_in_the_summary() -> None:
+    rows = [ReportRow.halted(f"/subscriptions/{'1' * 8}-1111-1111-1111-{'1' * 12}/resourceGroups/rg/providers/"
+                             f"Microsoft.HybridCompute/machines/m{i}") for i in range(2)]
+    rows.append(replace(rows[0], state="escalated", reason="enable_stuck", reboots=1))
+    rows.append(replace(rows[0], state="skipped_disconnected", reason="agent_disconnected"))
+    assert Counts().plus(rows).to_json() == {
+        "machines": 4, "by_state": {"escalated": 1, "halted": 2, "skipped_disconnected": 1}, "reboots": 1,
+        "escalations": 1}
+    assert summarize(row.to_json() for row in rows)["escalations"] == 1
+
+
 MONDAY = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # a Monday
 
 
@@ -148,6 +168,7 @@ MONDAY = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)  # a Monday
         ("Mon 09:00-10:00", MONDAY, MONDAY.replace(hour=9)),
         ("Sun 22:00-09:00", MONDAY, MONDAY),  # Sunday's window runs past midnight into Monday
         ("Mon-Fri 00:00-01:00", MONDAY, MONDAY + timedelta(hours=16)),
+        ("Mon 07:00-08:00", MONDAY, MONDAY + timedelta(days=7, hours=-1)),  # closed at its end minute: next week
     ],
 )
 def test_next_window_start(window: str, now: datetime, expected: datetime) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from core.baselines import load_baselines
@@ -76,6 +78,28 @@ def test_machine_passing_arm_checks_proceeds(kwargs: dict) -> None:
     assert check_arm_facts(machine(**kwargs)) is None
 
 
+# A machine that fails a check and every later one too: the first check decides (SPEC §2 "in this order").
+EARLIER_CHECK_WINS = [
+    (2, dict(os_sku="Windows Server 2022 Essentials", os_version="10.0.20348.100", status="Disconnected"),
+     FinalState.INELIGIBLE, "unsupported_os"),
+    (3, dict(os_sku="Windows Server 2025 Essentials", os_version="10.0.26200.100", status="Disconnected"),
+     FinalState.INELIGIBLE, "preview_build"),
+    (4, dict(os_sku="Windows Server 2025 Essentials", os_version="10.0.26100.1000", status="Disconnected"),
+     FinalState.INELIGIBLE, "unsupported_edition"),
+    (5, dict(os_sku="Windows Server 2025 Datacenter: Azure Edition", os_version="10.0.26100.1000",
+             status="Disconnected"), FinalState.NATIVE_AZURE_EDITION, "hotpatch_built_in"),
+    (6, dict(os_version="10.0.26100.1741", status="Disconnected"), FinalState.INELIGIBLE, "build_too_old"),
+]
+
+
+@pytest.mark.parametrize(("row", "kwargs", "state", "reason"), EARLIER_CHECK_WINS)
+def test_the_first_check_that_applies_decides_over_every_later_one(row: int, kwargs: dict, state: FinalState,
+                                                                   reason: str) -> None:
+    verdict = check_arm_facts(machine(**kwargs))
+    assert verdict is not None, f"row {row} should decide"
+    assert (verdict.state, verdict.reason) == (state, reason)
+
+
 def test_custom_exclude_tag() -> None:
     assert check_arm_facts(machine(tags={"patching": "Exclude"}), exclude_tag="patching").reason == "tagged_exclude"
     assert check_arm_facts(machine(tags={"hotpatch": "exclude"}), exclude_tag="patching") is None
@@ -103,6 +127,7 @@ ACTION_ROWS = [
     (2, 6898, None, False, "proactive", ["enable_hotpatch"]),
     (2, 6899, 1, False, "proactive", ["enable_hotpatch"]),
     (2, 6899, 0, False, "proactive", ["licensing_workaround", "reboot", "enable_hotpatch"]),
+    (2, 6899, 2, False, "proactive", ["licensing_workaround", "reboot", "enable_hotpatch"]),  # set, but not to 1
     (2, 32230, None, False, "proactive", ["licensing_workaround", "reboot", "enable_hotpatch"]),
     (2, 6899, None, False, "reactive", ["enable_hotpatch"]),
     (0, 6899, None, False, "reactive", ["enable_vsm", "reboot", "enable_hotpatch"]),
@@ -124,6 +149,18 @@ def test_action_planner(vbs: int | None, ubr: int, override: int | None, enabled
     assert plan.actions == actions
     assert plan.reboot == ("reboot" in actions)
     assert plan.actions.count("reboot") <= 1
+
+
+@pytest.mark.parametrize(
+    ("status", "enabled"),
+    [("Enabled", True), ("enabled", True), ("Enabling", False), ("Disabled", False), ("Disabling", False),
+     ("Failed", False), (None, False)],
+)
+def test_hotpatch_is_enabled_again_unless_its_feature_already_says_enabled(status: str | None, enabled: bool) -> None:
+    facts = replace(machine(), hotpatch_feature_status=status)
+    assert facts.hotpatch_enabled is enabled
+    plan = plan_actions(readiness(licensing_override=1), facts.hotpatch_enabled, "proactive", True)
+    assert plan.actions == ([] if enabled else ["enable_hotpatch"])
 
 
 def test_one_reboot_covers_both() -> None:

@@ -79,6 +79,24 @@ def test_one_escalation_in_a_final_wave_under_the_guardrail_halts_nothing() -> N
     assert all(snapshots[f"m-{n}"].hotpatch_status == "Enabled" for n in range(1, 5))
 
 
+def test_machines_settled_without_a_change_do_not_dilute_the_guardrail_of_a_wave() -> None:
+    # One machine at a time, in listing order: three excluded, then one that fails, then two that would enable.
+    # The wave is the machines it changes: 1 escalated of at most 3 (> 30%) halts it; counting the excluded
+    # machines too (1 of 6) would not.
+    groups = [{"count": 3, "machine": {"name": "a-skip", "tags": {"hotpatch": "exclude"}}},
+              {"machine": {"name": "b-fails", "os_version": OLD, "enable_outcome": "fail"}},
+              {"count": 2, "machine": {"name": "c-ok", "os_version": OLD}}]
+    with rolled_out(groups, waves="100%", guardrail=0.3, concurrency=1) as (report, _, _twin):
+        pass
+    rows = {row["name"]: row for row in report["machines"]}
+    assert [row["name"] for row in report["machines"]][:4] == ["a-skip-1", "a-skip-2", "a-skip-3", "b-fails"]
+    assert all(rows[f"a-skip-{n}"]["state"] == "excluded" for n in range(1, 4))
+    assert (rows["b-fails"]["state"], rows["b-fails"]["reason"]) == ("escalated", "enable_failed")
+    assert report["rollout"]["phase"] == "halted"
+    assert (rows["c-ok-2"]["state"], rows["c-ok-2"]["reason"]) == ("halted", "guardrail")
+    assert rows["c-ok-1"]["state"] in ("hotpatch_enabled", "halted")  # running or not yet started at the halt
+
+
 def fleet_level(metrics: dict[str, Any]) -> tuple[int, int]:
     """The largest history of the rollout's own orchestrations (rollout and windows, any execution), and how
     many of their executions continued as new."""

@@ -13,7 +13,7 @@ import pytest
 
 from core.contracts import ESCALATE, MachineCarry, ScriptResult
 from core.facts import MachineFacts
-from core.policy import Policy
+from core.policy import Policy, parse_window
 from core.readiness import Readiness
 from core.schedule import format_utc
 from orchestrators.machine import READ_AGAIN_S, READINESS_RETRY_AFTER_REBOOT_S
@@ -437,6 +437,14 @@ def test_the_reboot_wait_keeps_polling_while_the_boot_time_is_from_before_the_re
     assert continued(h.replay()).carry.readiness == booted(h).to_json()
 
 
+def test_a_boot_time_no_later_than_the_reboot_request_is_not_the_reboot() -> None:
+    h = after_assess(NEEDS_BOTH).apply_changes()
+    assert h.requested_at is not None
+    at_the_request = readiness(last_boot=h.requested_at.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    h.timer(h.requested_at + REBOOT_FIRST_CHECK).read_machine().run_readiness(at_the_request)
+    assert h.replay().new_steps == [Step("timer", fire_at=h.now + REBOOT_POLL)], "not back yet: keep polling"
+
+
 def test_machine_not_back_by_the_reboot_timeout_escalates_reboot_timeout():
     h = after_assess(NEEDS_BOTH, policy(reboot_timeout=600)).apply_changes()
     requested_at = h.requested_at
@@ -481,6 +489,15 @@ def test_window_policy_waits_for_the_next_maintenance_window_before_any_change()
     (start,) = h.ledger_written().replay().new_steps
     assert (start.label, start.input["request_id"]) == ("start_script:apply_changes",
                                                         "hotpatch-apply-changes-20251109020000-2")
+
+
+def test_window_policy_waits_for_a_window_that_opens_in_minutes_too() -> None:
+    h = after_assess(NEEDS_VSM, policy(reboot_policy="window", maintenance_window=parse_window("Mon 09:30-10:30")))
+    opens = T0.replace(minute=30)  # T0 is a Monday, 09:00 UTC
+    assert h.now < opens
+    state = h.replay()
+    assert state.new_steps == [Step("timer", fire_at=opens)]
+    assert state.custom_status["step"] == "waiting_for_window"
 
 
 # --- reboot approval -------------------------------------------------------------------------------------
@@ -555,6 +572,19 @@ def test_readiness_failing_every_attempt_escalates_run_command_failed_after_doub
     starts = [step.input for step in state.steps if step.label == "start_script:readiness"]
     assert {start["run_name"] for start in starts} == {"hotpatch-readiness"}  # one resource per script
     assert len({start["request_id"] for start in starts}) == attempts  # each attempt tells itself apart
+    assert outcome(state) == ("escalated", "run_command_failed", [], 0)
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+def test_a_run_command_is_tried_at_least_three_times_whatever_the_setting(attempts: int) -> None:
+    h = MachineHistory(policy(run_command_attempts=attempts)).read_machine()
+    for delay in (30, 60):
+        h.script("readiness", start=failed("Conflict")).backoff(delay)
+    h.script("readiness", start=failed("Conflict"))
+    sent = escalation(h)
+    assert (sent["reason"], sent["detail"]) == ("run_command_failed", "readiness: Conflict")
+    state = h.escalate().replay()
+    assert state.labels.count("start_script:readiness") == 3
     assert outcome(state) == ("escalated", "run_command_failed", [], 0)
 
 
@@ -788,6 +818,19 @@ def test_a_licensed_machine_pending_evaluation_waits_without_writing_the_license
     h.timer(wait.fire_at).read_machine(arm_facts(hotpatch_feature_status="Enabled",
                                                  hotpatch_enablement_status="Enabled"))
     assert outcome(h.replay()) == ("hotpatch_enabled", "already_enabled", [], 0)
+
+
+def test_a_licensed_machine_whose_level_is_pending_after_the_reboot_is_waited_for_before_it_is_done() -> None:
+    enabled = arm_facts(hotpatch_feature_status="Enabled")
+    pending = arm_facts(hotpatch_feature_status="Enabled", hotpatch_enablement_status="PendingEvaluation")
+    h = after_assess(NEEDS_WORKAROUND, facts=enabled).apply_changes().rebooted(facts=pending)
+    assert continued(h.replay()).carry.phase == "enable"
+    h = h.next_phase()
+    (wait,) = h.replay().new_steps
+    assert wait.label == "timer"  # no enable_hotpatch: the license is already written
+    h.timer(wait.fire_at).read_machine(arm_facts(hotpatch_feature_status="Enabled",
+                                                 hotpatch_enablement_status="Enabled"))
+    assert outcome(h.replay()) == ("hotpatch_enabled", "enabled", ["licensing_workaround", "reboot"], 1)
 
 
 def test_firmware_no_signal_could_tell_escalates_instead_of_calling_the_hardware_unfit():
