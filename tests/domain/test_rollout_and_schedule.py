@@ -14,6 +14,7 @@ from core.rollout import (
     QUIET_POLL_S,
     WindowProgress,
     allocate,
+    cumulative_target,
     decide_waves,
     guardrail_tripped,
     maintenance_window_open,
@@ -206,3 +207,11 @@ def test_a_window_policy_rollout_reads_when_its_maintenance_window_opens() -> No
     auto = replace(policy, reboot_policy="auto")
     assert not maintenance_window_open(auto, inside)
     assert next_read(auto, opens - timedelta(minutes=3), QUIET_POLL_S) == opens + timedelta(minutes=7)
+
+
+def test_a_percentage_wave_rounds_up_and_reaches_at_least_one_machine() -> None:
+    ten, half = parse_waves("10%,50%")
+    assert [cumulative_target(ten, n) for n in (1, 9, 10, 11, 15)] == [1, 1, 1, 2, 2]
+    assert [cumulative_target(half, n) for n in (1, 3, 5)] == [1, 2, 3]
+    (count,) = parse_waves("5")
+    assert [cumulative_target(count, n) for n in (3, 5, 8)] == [3, 5, 5]
