@@ -59,6 +59,13 @@ def test_other_events_are_ignored_with_a_log_line(bad: func.EventGridEvent, capl
     assert sum("event_ignored" in r.message for r in caplog.records) == 1
 
 
+def test_the_resource_uri_names_the_machine_before_the_subject() -> None:
+    data = {"operationName": "Microsoft.HybridCompute/machines/write", "resourceUri": MACHINE_ID}
+    other = MACHINE_ID.replace("web-1", "web-2")
+    assert machine_from_event(event(data=data, subject=other)) == MACHINE_ID
+    assert machine_from_event(event(data={"operationName": data["operationName"]}, subject=other)) == other
+
+
 def test_the_spec_example_event_shape_is_understood() -> None:
     example = json.loads(EVENT_GRID_EXAMPLE.read_text())
     raw = example[0] if isinstance(example, list) else example

@@ -55,3 +55,23 @@ def test_html_escapes_what_machines_report_and_shows_counts_waves_timeline_and_n
     assert '<svg id="timeline"' in page and "peak 2" in page
     assert "upgrade the agent, then re-run" in page  # agent_too_old's next step
     assert "status Running" in page  # a running rollout: what is known so far
+
+
+# SPEC §5: every machine row's fields, in the CSV too (the header is spelled out: CSV_FIELDS is what is tested).
+SPEC_ROW_FIELDS = ("id", "subscription_id", "name", "state", "reason", "actions", "reboots", "os_version", "baseline",
+                   "next_update", "next_update_detail", "started_at", "finished_at")
+
+
+def test_csv_carries_every_field_spec_5_gives_a_machine() -> None:
+    row = {**ROWS[1], "os_version": "10.0.26100.4000", "baseline": "current", "next_update_detail": "baseline month"}
+    (parsed,) = csv.DictReader(io.StringIO(report_csv({"machines": [row]})))
+    assert [field for field in SPEC_ROW_FIELDS if field not in parsed] == []
+    assert {field: parsed[field] for field in SPEC_ROW_FIELDS} == {
+        **{field: str(row[field]) for field in SPEC_ROW_FIELDS}, "actions": "licensing_workaround;reboot"}
+
+
+def test_html_escapes_machine_names_and_counts_rows_without_a_forecast_as_unknown() -> None:
+    rows = [{**ROWS[0], "name": "<img src=x onerror=alert(1)>"}, ROWS[1]]
+    page = report_html({"machines": rows})
+    assert "<img" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert re.search(r"Next update: hotpatch 0, reboot 1,\s+unknown 1\.", page)

@@ -147,6 +147,13 @@ def test_summary_adds_up() -> None:
                                              "reboots": 4, "escalations": 4}
 
 
+def test_summary_reboots_count_every_reboot_not_the_machines_that_rebooted() -> None:
+    # SPEC §5's summary "reboots" is the sum of the rows' reboots (a reactive machine may reboot twice).
+    rows = [{"state": "hotpatch_enabled", "reboots": 2}, {"state": "hotpatch_enabled", "reboots": 1},
+            {"state": "hotpatch_enabled", "reboots": 0}]
+    assert summarize(rows)["reboots"] == 3
+
+
 def test_halted_and_other_machines_are_no_escalations_in_the_summary() -> None:
     rows = [ReportRow.halted(f"/subscriptions/{'1' * 8}-1111-1111-1111-{'1' * 12}/resourceGroups/rg/providers/"
                              f"Microsoft.HybridCompute/machines/m{i}") for i in range(2)]
