@@ -52,6 +52,13 @@ def test_approvals_release_waiting_reboots(serve_fleet: ServeFleet) -> None:
     assert status == 202, body
     assert (body["machine_id"], body["approved"], body["by"]) == (ids["a-ready"], True, "alice")
 
+    hold.run_for(timedelta(minutes=5))  # released: rebooting, running but no longer waiting for an approval
+    running = served.machine_status("a-ready")
+    assert running is not None and running["runtimeStatus"] == "Running", running
+    assert running["customStatus"]["step"] != "awaiting_approval", running["customStatus"]
+    status, body = approve({"machine_id": ids["a-ready"]})
+    assert status == 409 and body["error"]["code"] == "NotAwaitingApproval", ("running, not waiting", body)
+
     hold.run_for(timedelta(hours=3))
     released = served.machine_status("a-ready")
     assert released is not None and released["runtimeStatus"] == "Completed", released

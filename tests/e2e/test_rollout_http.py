@@ -99,6 +99,8 @@ def test_start_poll_and_report_against_the_twin(serve_fleet: ServeFleet) -> None
     assert [(r["name"], r["state"], r["reason"]) for r in csv_rows] == [
         (r["name"], r["state"], r["reason"]) for r in report["machines"]]
     assert served.call("GET", f"/api/rollouts/{instance_id}/report?format=pdf").status_code == 400
+    # The format is a word, whatever its case: ?format=CSV is the same table.
+    assert served.call("GET", f"/api/rollouts/{instance_id}/report?format=CSV").text == table.text
 
     summary = report["summary"]
     assert summary["machines"] == len(MIXED) == sum(summary["by_state"].values())
