@@ -52,6 +52,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlparse
 
+from .ncrontab import CronSchedule, ScheduleError
 from .vocabulary import RebootPolicy, WorkaroundMode
 
 ENV_PREFIX = "HOTPATCH_"
@@ -327,40 +328,20 @@ def _tag_name(raw: Any) -> str:
     return text
 
 
-_CRON_FIELDS = (("second", 0, 59), ("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12),
-                ("day-of-week", 0, 6))
-_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-_CRON_NAMES = {"month": {n: i for i, n in enumerate(_MONTHS, start=1)},
-               "day-of-week": {n: (i + 1) % 7 for i, n in enumerate(_DAYS)}}  # NCRONTAB: Sunday is 0
-
-
-def _cron_field_problem(text: str, name: str, low: int, high: int) -> str | None:
-    """What is wrong with one NCRONTAB field (``*``, values, names, ranges, steps or a list of them), or None."""
-    for part in text.split(","):
-        base, slash, step = part.partition("/")
-        if slash and not (step.isdigit() and 0 < int(step) <= high):
-            return f"{name} step {step!r} is not a number from 1 to {high}"
-        if base == "*":
-            continue
-        for value in base.split("-", 1):
-            number = _CRON_NAMES.get(name, {}).get(value.lower(), int(value) if value.isdigit() else None)
-            if number is None or not low <= number <= high:
-                return f"{name} {value!r} is outside {low}-{high}"
-    return None
+MAX_SCHEDULE_CHARS = 200
 
 
 def _ncrontab(raw: Any) -> str:
-    """Six NCRONTAB fields (second minute hour day month weekday), as the timer trigger wants, each in range
-    (the Functions host refuses to start a timer whose schedule it cannot parse)."""
+    """Six NCRONTAB fields (second minute hour day month weekday), as the timer trigger wants: parsed as the local
+    host parses its timers' schedules (the Functions host refuses to start a timer whose schedule it cannot parse)."""
     text = " ".join(str(raw).split())
-    fields_ = text.split(" ")
-    if len(fields_) != 6:
-        problem: str | None = f"{len(fields_) if text else 0} fields, not 6"
-    else:
-        problem = next(filter(None, (_cron_field_problem(f, *spec) for f, spec in zip(fields_, _CRON_FIELDS,
-                                                                                       strict=True))), None)
-    if problem:
-        raise ValueError(f"a six-field NCRONTAB expression such as '0 0 3 * * Sun' ({problem})")
+    if len(text) > MAX_SCHEDULE_CHARS:  # the parser's messages quote the whole expression
+        raise ValueError(f"a six-field NCRONTAB expression such as '0 0 3 * * Sun' (at most {MAX_SCHEDULE_CHARS} "
+                         "characters)")
+    try:
+        CronSchedule.parse(text)
+    except ScheduleError as exc:
+        raise ValueError(f"a six-field NCRONTAB expression such as '0 0 3 * * Sun' ({exc})") from None
     return text
 
 

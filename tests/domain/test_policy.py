@@ -37,7 +37,7 @@ BAD_VALUES = {
     "run_command_attempts": ("three", "whole number >= 1"),
     "maintenance_window": ("whenever", "days and UTC hours"),
     "escalation_webhook": ("ftp://example.test/hook", "http(s) URL"),
-    "schedule": ("99 99 99 99 99 Funday", "second '99' is outside 0-59"),
+    "schedule": ("99 99 99 99 99 Funday", "second value 99 out of range 0-59"),
     "subscriptions": ("not-a-guid", "subscription ids"),
     "resource_group": ("bad/rg", "resource group name"),
     "cloud": ("Mars", "AzureCloud | AzureUSGovernment | AzureChinaCloud"),
@@ -260,9 +260,10 @@ def test_assess_patches_is_on_for_dry_runs_and_off_for_rollouts_unless_set(setti
 
 @pytest.mark.parametrize(
     ("schedule", "problem"),
-    [("0 0 3 * *", "5 fields, not 6"), ("0 0 25 * * *", "hour '25' is outside 0-23"),
-     ("0 0 3 * 13 *", "month '13' is outside 1-12"), ("0 */0 * * * *", "minute step '0'"),
-     ("0 0 3 * * Funday", "day-of-week 'Funday'")],
+    [("0 0 3 * *", "must have 6 fields (second minute hour day month day-of-week), got 5"),
+     ("0 0 25 * * *", "hour value 25 out of range 0-23"), ("0 0 3 * 13 *", "month value 13 out of range 1-12"),
+     ("0 */0 * * * *", "invalid step '0' in minute"), ("0 0 3 * * Funday", "invalid day-of-week value 'Funday'"),
+     ("0 0 3 * * " + "Sun," * 60 + "Mon", "at most 200 characters")],
 )
 def test_schedules_are_checked_field_by_field(schedule: str, problem: str) -> None:
     with pytest.raises(SettingError, match=re.escape(problem)):

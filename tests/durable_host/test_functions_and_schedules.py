@@ -9,7 +9,7 @@ import pytest
 from arc_hotpatch.clocks import VirtualClock
 from arc_hotpatch.durable_host import DurableHost, FunctionAppError, load_app
 from arc_hotpatch.durable_host.functions import FunctionRegistry, resolve_setting
-from arc_hotpatch.durable_host.ncrontab import CronSchedule, IntervalSchedule, ScheduleError, parse_schedule
+from core.ncrontab import CronSchedule, IntervalSchedule, ScheduleError, parse_schedule
 
 from . import sample_app
 

@@ -49,6 +49,8 @@ from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.http import HttpRequest, HttpResponseConverter
 from azure.functions.timer import TimerRequestConverter
 
+from core.ncrontab import CronSchedule, IntervalSchedule, parse_schedule
+
 from . import history as h
 from .errors import DurableHostError, InstanceNotFound
 from .functions import (
@@ -60,7 +62,6 @@ from .functions import (
     build_kwargs,
     resolve_setting,
 )
-from .ncrontab import CronSchedule, IntervalSchedule, parse_schedule
 
 if TYPE_CHECKING:
     from .host import DurableHost
