@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .policy import Policy, Wave
-from .schedule import next_window_start
+from .schedule import next_window_start, parse_utc
 from .vocabulary import FinalState, RebootPolicy
 
 # A window reads its machines' new outcomes (and the rollout its windows) every POLL_S after news, backing off
@@ -101,6 +101,15 @@ def next_poll_s(previous_s: float, news: bool, quiet_for_s: float, window_open: 
         return POLL_S
     ceiling = QUIET_POLL_S if quiet_for_s >= QUIET_AFTER_S and not window_open else MAX_POLL_S
     return min(ceiling, 2 * (previous_s or POLL_S))
+
+
+def read_cadence(policy: Policy, now: datetime, poll_s: float, news_at: str, news: bool) -> tuple[float, str]:
+    """After a read (or a start): the interval until the next read and when news last came (ISO); ``news``: this
+    read found some (with no news yet on record, it counts as news)."""
+    if news or not news_at:
+        return next_poll_s(poll_s, True, 0), now.isoformat()
+    quiet_for_s = (now - parse_utc(news_at)).total_seconds()
+    return next_poll_s(poll_s, False, quiet_for_s, maintenance_window_open(policy, now)), news_at
 
 
 def maintenance_window_open(policy: Policy, now: datetime) -> bool:

@@ -70,9 +70,8 @@ from core.rollout import (
     WindowProgress,
     decide_waves,
     guardrail_tripped,
-    maintenance_window_open,
-    next_poll_s,
     next_read,
+    read_cadence,
     wave_bounds,
     wave_count,
 )
@@ -130,13 +129,9 @@ def rollout_orchestrator(context: df.DurableOrchestrationContext) -> Steps:
         yield context.create_timer(next_read(state.policy, context.current_utc_datetime, state.poll_s or POLL_S))
         before = [view.progress for view in state.windows]
         state = yield from _read_windows(context, state)
-        now = context.current_utc_datetime
-        if before != [view.progress for view in state.windows] or not state.news_at:
-            state = replace(state, news_at=_iso(now), poll_s=next_poll_s(state.poll_s, True, 0))
-        else:
-            quiet_for_s = (now - parse_utc(state.news_at)).total_seconds()
-            state = replace(state, poll_s=next_poll_s(state.poll_s, False, quiet_for_s,
-                                                      maintenance_window_open(state.policy, now)))
+        poll_s, news_at = read_cadence(state.policy, context.current_utc_datetime, state.poll_s, state.news_at,
+                                       before != [view.progress for view in state.windows])
+        state = replace(state, poll_s=poll_s, news_at=news_at)
     context.continue_as_new(state.to_json())
     return None
 
@@ -415,7 +410,7 @@ class Window:
         granted = _bump(state.granted, wave, len(entries)) if kind == "change" else state.granted
         self.state = replace(state, in_flight=[*state.in_flight, *entries], granted=granted)
         if entries:
-            self._news()  # machines just started may end soon
+            self._read_cadence(news=True)  # machines just started may end soon
 
     def _take_queued(self, count: int) -> Steps:
         """The next ``count`` machines queued for their wave, in the order of their records."""
@@ -462,12 +457,7 @@ class Window:
         outputs = [InstanceView.from_json(r).output for r in records]
         self._finished([MachineDone.from_json(output) for output in outputs
                         if isinstance(output, dict) and "row" in output])
-        if len(self.state.in_flight) < in_flight:
-            self._news()
-        else:
-            quiet_for_s = (self.now - parse_utc(self.state.news_at)).total_seconds()
-            self.state = replace(self.state, poll_s=next_poll_s(self.state.poll_s, False, quiet_for_s,
-                                                                maintenance_window_open(self.policy, self.now)))
+        self._read_cadence(news=len(self.state.in_flight) < in_flight)
         (rollout_view,) = [InstanceView.from_json(r) for r in rollout]
         grants = (rollout_view.custom_status or {}).get("grants") if isinstance(rollout_view.custom_status, dict) \
             else None
@@ -478,8 +468,9 @@ class Window:
         yield from self._look()
         self._judge_guardrail()
 
-    def _news(self) -> None:
-        self.state = replace(self.state, news_at=_iso(self.now), poll_s=next_poll_s(self.state.poll_s, True, 0))
+    def _read_cadence(self, news: bool) -> None:
+        poll_s, news_at = read_cadence(self.policy, self.now, self.state.poll_s, self.state.news_at, news)
+        self.state = replace(self.state, poll_s=poll_s, news_at=news_at)
 
     def _apply_grant(self, grant: Grant) -> None:
         state = self.state

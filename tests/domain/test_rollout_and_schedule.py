@@ -20,6 +20,7 @@ from core.rollout import (
     maintenance_window_open,
     next_poll_s,
     next_read,
+    read_cadence,
     summarize,
     wave_bounds,
     wave_count,
@@ -222,3 +223,13 @@ def test_a_percentage_wave_rounds_up_and_reaches_at_least_one_machine() -> None:
     assert [cumulative_target(half, n) for n in (1, 3, 5)] == [1, 2, 3]
     (count,) = parse_waves("5")
     assert [cumulative_target(count, n) for n in (3, 5, 8)] == [3, 5, 5]
+
+
+def test_a_read_with_news_resets_the_cadence_and_a_quiet_one_backs_off_from_the_last_news() -> None:
+    policy = Policy()
+    now = datetime(2026, 1, 5, 8, tzinfo=UTC)
+    assert read_cadence(policy, now, MAX_POLL_S, "", False) == (POLL_S, now.isoformat()), "no news yet on record"
+    assert read_cadence(policy, now, MAX_POLL_S, "2026-01-05T07:00:00+00:00", True) == (POLL_S, now.isoformat())
+    recent, quiet = now - timedelta(minutes=5), now - timedelta(seconds=QUIET_AFTER_S)
+    assert read_cadence(policy, now, MAX_POLL_S, recent.isoformat(), False) == (MAX_POLL_S, recent.isoformat())
+    assert read_cadence(policy, now, MAX_POLL_S, quiet.isoformat(), False) == (2 * MAX_POLL_S, quiet.isoformat())
